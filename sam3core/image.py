@@ -156,7 +156,7 @@ def _open_path(path: Path) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
-            return im.copy() if im.mode != "P" else im.copy()
+            return im.copy()
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"cannot read image file {path}: {e}; pass a JPEG, PNG, WebP, TIFF or BMP file") from e
 

@@ -1,0 +1,445 @@
+"""The SAM 3 engine: encode each image once, answer many phrases from cached features.
+
+One worker thread owns the model and runs every forward pass (``torch.inference_mode`` is
+entered per call, since it is per-thread state). Callers from any thread or asyncio task submit
+work to it through :meth:`Sam3Engine.segment` (blocking) or :meth:`Sam3Engine.asegment`
+(awaitable). Because one thread runs every forward, overlapping requests for the same new image
+encode it once: the second finds the features the first stored. The job queue is also where
+cross-request batching plugs in.
+
+Coordinates: boxes are ``(x1, y1, x2, y2)`` pixels of the original, EXIF-oriented image
+(x right, y down); returned ``xyxy`` follow supervision's inclusive convention (x2/y2 are the last
+column/row a mask covers); masks are ``(N, H, W)`` bool at the original resolution.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import queue
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import supervision as sv
+
+from sam3core.cache import CacheStats, LRUCache
+from sam3core.image import ImageHandle, ImageInput, prepare_image
+from sam3core.loading import DEFAULT_MODEL, load_model_and_processor, resolve_device_dtype
+from sam3core.postprocess import DEFAULT_CHUNK_BYTES, detections_from_masks, select_queries, upsample_masks
+from sam3core.protocol import Box
+
+logger = logging.getLogger(__name__)
+
+#: Default image-feature cache budget. Full-size SAM 3 features are ~112 MB per image in fp32
+#: (~56 MB in bf16) once the image-independent position encodings are shared, so 2 GiB holds
+#: ~18 images in fp32 or ~36 in bf16.
+DEFAULT_CACHE_BYTES = 2 * 1024**3
+DEFAULT_TEXT_CACHE_BYTES = 64 * 1024**2
+TEXT_MAX_TOKENS = 32  # SAM 3's text encoder has 32 positions; longer inputs crash untruncated
+EXEMPLAR_TEXT = "visual"  # the prompt transformers' processor uses when only boxes are given
+
+
+@dataclass
+class EngineStats:
+    """Counters of one engine.
+
+    Attributes:
+        vision_encoder_runs: Images encoded by the ViT (one per cache miss).
+        text_encoder_runs: Text-encoder forwards (one per batch of uncached phrases).
+        forwards: Detector forwards (one per ``segment`` call, whatever its phrase count).
+        image_cache: Image-feature cache counters.
+        text_cache: Text-feature cache counters.
+    """
+
+    vision_encoder_runs: int = 0
+    text_encoder_runs: int = 0
+    forwards: int = 0
+    image_cache: CacheStats = field(default_factory=CacheStats)
+    text_cache: CacheStats = field(default_factory=CacheStats)
+
+
+@dataclass(frozen=True)
+class _Prompt:
+    text: str
+    label: str
+    boxes: np.ndarray | None  # (B, 4) normalised cx, cy, w, h
+    box_labels: np.ndarray | None  # (B,) int64, 1 positive / 0 negative
+
+
+class _Worker:
+    """A single thread that runs submitted callables in ``torch.inference_mode``."""
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.Queue[tuple[concurrent.futures.Future, Callable[[], Any]] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    def submit(self, fn: Callable[[], Any]) -> concurrent.futures.Future:
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        if threading.current_thread() is self._thread:  # re-entrant call: run inline, never deadlock
+            fut.set_result(fn())
+            return fut
+        self._queue.put((fut, fn))
+        return fut
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish queued work, then end the thread (joined, so no forward runs at interpreter exit)."""
+        self._queue.put(None)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        import torch
+
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            fut, fn = item
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                with torch.inference_mode():
+                    result = fn()
+            except BaseException as e:  # delivered to the caller, who re-raises it
+                fut.set_exception(e)
+            else:
+                fut.set_result(result)
+
+
+class Sam3Engine:
+    """In-process SAM 3 concept segmentation with image- and text-feature caches.
+
+    Args:
+        model: A ``transformers.Sam3Model``.
+        processor: Its ``Sam3Processor``.
+        device: ``"cuda"``, ``"cpu"``, ... (default: cuda when available).
+        dtype: Model dtype (default: bfloat16 on cuda, float32 on cpu).
+        cache_bytes: Image-feature cache budget in bytes (see :data:`DEFAULT_CACHE_BYTES`).
+        text_cache_bytes: Text-feature cache budget in bytes.
+        dedup_iou: Default duplicate-suppression IoU on low-resolution masks (``None`` = off).
+        chunk_bytes: Working-memory bound of mask upsampling.
+        name: Shown in logs and ``repr``.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        *,
+        device: str | None = None,
+        dtype: str | Any | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        text_cache_bytes: int = DEFAULT_TEXT_CACHE_BYTES,
+        dedup_iou: float | None = 0.7,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        name: str = "sam3",
+    ) -> None:
+        self.device, self.dtype = resolve_device_dtype(device, dtype)
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.processor = processor
+        self.name = name
+        self.dedup_iou = dedup_iou
+        self.chunk_bytes = chunk_bytes
+        self._images: LRUCache[tuple[Any, ...]] = LRUCache(cache_bytes, _tensor_bytes)
+        self._texts: LRUCache[tuple[Any, Any]] = LRUCache(text_cache_bytes, _tensor_bytes)
+        self._pos_enc: dict[tuple, tuple[Any, ...]] = {}
+        self._stats = EngineStats(image_cache=self._images.stats, text_cache=self._texts.stats)
+        self._worker = _Worker(f"sam3-engine-{name}")
+        self._finalizer = weakref.finalize(self, self._worker.stop)
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike[str] = DEFAULT_MODEL,
+        *,
+        device: str | None = None,
+        dtype: str | Any | None = None,
+        token: str | None = None,
+        revision: str | None = None,
+        local_files_only: bool | None = None,
+        **kwargs: Any,
+    ) -> Sam3Engine:
+        """Load SAM 3 from a hub id (default ``facebook/sam3``, gated) or a local directory.
+
+        Args:
+            model: Hub id or directory written by ``save_pretrained``.
+            device: See the class.
+            dtype: See the class.
+            token: Hub token (default: the logged-in one / ``HF_TOKEN``).
+            revision: Hub revision.
+            local_files_only: Do not try the network.
+            **kwargs: Passed to the constructor (``cache_bytes``, ``dedup_iou``, ...).
+
+        Raises:
+            Sam3LoadError: Weights missing, gated or unreachable, or a broken torch/torchvision
+                pair; the message names the fix.
+        """
+        net, processor = load_model_and_processor(model, token=token, revision=revision,
+                                                  local_files_only=local_files_only)
+        return cls(net, processor, device=device, dtype=dtype, name=str(model), **kwargs)
+
+    def close(self) -> None:
+        """Stop the worker thread (pending calls still finish). Idempotent."""
+        self._finalizer()
+
+    def __enter__(self) -> Sam3Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Sam3Engine({self.name!r}, device={self.device}, dtype={self.dtype})"
+
+    # ---------------------------------------------------------------- public API
+    @property
+    def stats(self) -> EngineStats:
+        """Live counters (vision-encoder runs, cache hits/misses/evictions, ...)."""
+        return self._stats
+
+    def prepare(self, image: ImageInput) -> ImageHandle:
+        """Decode, orient, convert and fingerprint an image once (see :func:`prepare_image`)."""
+        return prepare_image(image)
+
+    def encode(self, image: ImageInput) -> ImageHandle:
+        """Encode an image into the feature cache ahead of time; returns its handle."""
+        handle = self.prepare(image)
+        self._worker.submit(lambda: self._vision_features(handle)).result()
+        return handle
+
+    def segment(
+        self,
+        image: ImageInput,
+        phrases: str | Sequence[str] | None,
+        *,
+        boxes: Sequence[Box] | None = None,
+        box_labels: Sequence[int] | None = None,
+        score_threshold: float = 0.5,
+        mask_threshold: float = 0.5,
+        max_masks: int = 100,
+        dedup_iou: float | str | None = "default",
+    ) -> sv.Detections | list[sv.Detections]:
+        """Segment every instance of a concept.
+
+        Args:
+            image: Path, bytes, PIL image, uint8 array or :class:`ImageHandle`.
+            phrases: One noun phrase (-> one ``sv.Detections``), a list of phrases (-> a list,
+                run as one batched forward), or ``None`` with ``boxes`` (exemplars only).
+            boxes: Exemplar boxes ``(x1, y1, x2, y2)`` in pixels (single phrase or ``None`` only).
+            box_labels: 1 (positive) / 0 (negative) per box; default all positive.
+            score_threshold: Keep instances scoring above this (score = query x presence).
+            mask_threshold: Mask probability threshold.
+            max_masks: At most this many instances per phrase (highest scores).
+            dedup_iou: Duplicate-suppression IoU (``None`` off; default: the engine's).
+
+        Returns:
+            ``sv.Detections`` (or a list of them) with ``xyxy`` (N, 4) float inclusive pixel
+            corners, ``mask`` (N, H, W) bool, ``confidence`` (N,), ``data["phrase"]``; sorted by
+            confidence, highest first; empty masks dropped.
+
+        Raises:
+            ValueError: Bad image, empty phrase, bad boxes or thresholds.
+        """
+        handle = self.prepare(image)
+        prompts, single = self._prompts(handle, phrases, boxes, box_labels)
+        job = self._job(handle, prompts, score_threshold, mask_threshold, max_masks, dedup_iou)
+        results = self._worker.submit(job).result()
+        return results[0] if single else results
+
+    async def asegment(
+        self,
+        image: ImageInput,
+        phrases: str | Sequence[str] | None,
+        **kwargs: Any,
+    ) -> sv.Detections | list[sv.Detections]:
+        """Awaitable :meth:`segment`; never blocks the event loop (same arguments)."""
+        handle = image if isinstance(image, ImageHandle) else await asyncio.to_thread(self.prepare, image)
+        prompts, single = self._prompts(handle, phrases, kwargs.pop("boxes", None), kwargs.pop("box_labels", None))
+        job = self._job(handle, prompts, kwargs.pop("score_threshold", 0.5), kwargs.pop("mask_threshold", 0.5),
+                        kwargs.pop("max_masks", 100), kwargs.pop("dedup_iou", "default"))
+        if kwargs:
+            raise TypeError(f"unexpected arguments: {sorted(kwargs)}")
+        results = await asyncio.wrap_future(self._worker.submit(job))
+        return results[0] if single else results
+
+    def clear_cache(self) -> None:
+        """Drop all cached image and text features."""
+        self._images.clear()
+        self._texts.clear()
+
+    # ---------------------------------------------------------------- validation
+    def _prompts(self, handle: ImageHandle, phrases: str | Sequence[str] | None,
+                 boxes: Sequence[Box] | None, box_labels: Sequence[int] | None) -> tuple[list[_Prompt], bool]:
+        single = phrases is None or isinstance(phrases, str)
+        items: list[str | None] = [phrases] if single else list(phrases)  # type: ignore[list-item]
+        if not items:
+            raise ValueError("no phrases given; pass a noun phrase or a list of them")
+        norm_boxes = norm_labels = None
+        if boxes is not None and len(boxes) > 0:
+            if len(items) != 1:
+                raise ValueError("exemplar boxes go with a single phrase (or None); call segment once per phrase")
+            norm_boxes, norm_labels = _normalise_boxes(boxes, box_labels, handle.width, handle.height)
+        elif box_labels is not None and len(box_labels) > 0:
+            raise ValueError("box_labels given without boxes")
+        prompts = []
+        for p in items:
+            if p is None:
+                if norm_boxes is None:
+                    raise ValueError("phrase is None and no exemplar boxes were given; pass a phrase or boxes")
+                prompts.append(_Prompt(EXEMPLAR_TEXT, "", norm_boxes, norm_labels))
+                continue
+            if not isinstance(p, str):
+                raise ValueError(f"phrases must be strings, got {type(p).__name__}")
+            text = " ".join(p.split())
+            if not text:
+                raise ValueError("empty phrase; pass a short noun phrase such as 'red car'")
+            prompts.append(_Prompt(text, text, norm_boxes, norm_labels))
+        return prompts, single
+
+    def _job(self, handle: ImageHandle, prompts: list[_Prompt], score_threshold: float, mask_threshold: float,
+             max_masks: int, dedup_iou: float | str | None) -> Callable[[], list[sv.Detections]]:
+        for name, value in (("score_threshold", score_threshold), ("mask_threshold", mask_threshold)):
+            if not 0.0 <= float(value) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {value}")
+        if int(max_masks) < 1:
+            raise ValueError(f"max_masks must be >= 1, got {max_masks}")
+        dedup = self.dedup_iou if dedup_iou == "default" else dedup_iou
+        return lambda: self._run(handle, prompts, float(score_threshold), float(mask_threshold),
+                                 int(max_masks), dedup)  # type: ignore[arg-type]
+
+    # ---------------------------------------------------------------- worker-side
+    def _run(self, handle: ImageHandle, prompts: list[_Prompt], score_threshold: float,
+             mask_threshold: float, max_masks: int, dedup_iou: float | None) -> list[sv.Detections]:
+        outputs = self._forward(handle, prompts)
+        results = []
+        for b, prompt in enumerate(prompts):
+            presence = outputs.presence_logits[b] if outputs.presence_logits is not None else None
+            keep, scores = select_queries(outputs.pred_logits[b], presence, outputs.pred_masks[b],
+                                          score_threshold=score_threshold, mask_threshold=mask_threshold,
+                                          max_masks=max_masks, dedup_iou=dedup_iou)
+            masks = upsample_masks(outputs.pred_masks[b][keep], (handle.height, handle.width), mask_threshold,
+                                   chunk_bytes=self.chunk_bytes)
+            results.append(detections_from_masks(masks, scores.float().cpu().numpy(), prompt.label))
+        return results
+
+    def _forward(self, handle: ImageHandle, prompts: list[_Prompt]) -> Any:
+        import torch
+        from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
+
+        levels, positions = self._vision_features(handle)
+        batch = len(prompts)
+        vision = Sam3VisionEncoderOutput(
+            fpn_hidden_states=tuple(t.expand(batch, *t.shape[1:]) for t in levels),
+            fpn_position_encoding=tuple(t.expand(batch, *t.shape[1:]) for t in positions),
+        )
+        text_embeds, attention_mask = self._text_features([p.text for p in prompts])
+        kwargs: dict[str, Any] = {}
+        if prompts[0].boxes is not None:
+            kwargs["input_boxes"] = torch.as_tensor(np.stack([p.boxes for p in prompts]), device=self.device,
+                                                    dtype=self.dtype)
+            kwargs["input_boxes_labels"] = torch.as_tensor(np.stack([p.box_labels for p in prompts]),
+                                                           device=self.device)
+        self._stats.forwards += 1
+        return self.model(vision_embeds=vision, text_embeds=text_embeds, attention_mask=attention_mask, **kwargs)
+
+    def _vision_features(self, handle: ImageHandle) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        levels = self._images.get(handle.digest)
+        if levels is None:
+            pixels = self.processor.image_processor(images=handle.image, return_tensors="pt").pixel_values
+            out = self.model.get_vision_features(pixel_values=pixels.to(self.device, self.dtype))
+            self._stats.vision_encoder_runs += 1
+            levels = tuple(t.detach() for t in out.fpn_hidden_states)
+            key = tuple((tuple(t.shape), str(t.dtype)) for t in levels)
+            # The FPN position encodings depend only on the feature shapes, not on the image:
+            # keep one copy instead of one per cached image (halves the cache's footprint).
+            self._pos_enc.setdefault(key, tuple(t.detach() for t in out.fpn_position_encoding))
+            self._images.put(handle.digest, levels)
+            logger.debug("encoded image %s (%dx%d)", handle.digest[:12], handle.width, handle.height)
+        key = tuple((tuple(t.shape), str(t.dtype)) for t in levels)
+        return levels, self._pos_enc[key]
+
+    def _text_features(self, texts: list[str]) -> tuple[Any, Any]:
+        import torch
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        found: dict[str, tuple[Any, Any]] = {}
+        missing: list[str] = []
+        for t in dict.fromkeys(texts):
+            hit = self._texts.get(t)
+            if hit is None:
+                missing.append(t)
+            else:
+                found[t] = hit
+        if missing:
+            tokens = self._tokenize(missing)
+            out = self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device),
+                                               attention_mask=tokens["attention_mask"].to(self.device))
+            self._stats.text_encoder_runs += 1
+            for i, t in enumerate(missing):
+                # each phrase keeps its own attention mask with its embedding
+                entry = (out.pooler_output[i : i + 1].detach(), tokens["attention_mask"][i : i + 1].to(self.device))
+                self._texts.put(t, entry)
+                found[t] = entry
+        embeds = torch.cat([found[t][0] for t in texts], dim=0)
+        mask = torch.cat([found[t][1] for t in texts], dim=0)
+        return BaseModelOutputWithPooling(pooler_output=embeds), mask
+
+    def _tokenize(self, texts: list[str]) -> Any:
+        tokenizer = self.processor.tokenizer
+        for t in texts:
+            n = len(tokenizer(t, verbose=False)["input_ids"])
+            if n > TEXT_MAX_TOKENS:
+                logger.warning("phrase %r is %d tokens; SAM 3's text encoder takes %d, so it is truncated",
+                               t, n, TEXT_MAX_TOKENS)
+        return tokenizer(texts, padding="max_length", max_length=TEXT_MAX_TOKENS, truncation=True,
+                         return_tensors="pt")
+
+
+def _normalise_boxes(boxes: Sequence[Box], labels: Sequence[int] | None, width: int,
+                     height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel xyxy boxes -> normalised (cx, cy, w, h), validated; labels -> int64 (1/0)."""
+    arr = np.asarray(boxes, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ValueError(f"boxes must be a list of [x1, y1, x2, y2]; got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError("boxes contain NaN or infinite values")
+    for i, (x1, y1, x2, y2) in enumerate(arr):
+        if x2 <= x1 or y2 <= y1:
+            raise ValueError(f"box {i} {[x1, y1, x2, y2]} has x2 <= x1 or y2 <= y1; boxes are [x1, y1, x2, y2] pixels")
+        if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
+            raise ValueError(f"box {i} {[x1, y1, x2, y2]} lies outside the {width}x{height} image")
+    arr[:, [0, 2]] = arr[:, [0, 2]].clip(0, width)
+    arr[:, [1, 3]] = arr[:, [1, 3]].clip(0, height)
+    if labels is None:
+        lab = np.ones(len(arr), dtype=np.int64)
+    else:
+        lab = np.asarray(labels, dtype=np.int64).reshape(-1)
+        if lab.shape[0] != arr.shape[0]:
+            raise ValueError(f"{len(lab)} box_labels for {len(arr)} boxes; give one label per box")
+        if not np.isin(lab, (0, 1)).all():
+            raise ValueError(f"box_labels must be 1 (positive) or 0 (negative), got {lab.tolist()}")
+    cx = (arr[:, 0] + arr[:, 2]) / 2 / width
+    cy = (arr[:, 1] + arr[:, 3]) / 2 / height
+    w = (arr[:, 2] - arr[:, 0]) / width
+    h = (arr[:, 3] - arr[:, 1]) / height
+    return np.stack([cx, cy, w, h], axis=1).astype(np.float32), lab
+
+
+def _tensor_bytes(value: Any) -> int:
+    if hasattr(value, "element_size"):
+        return int(value.numel() * value.element_size())
+    if isinstance(value, (tuple, list)):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0

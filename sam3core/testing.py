@@ -1,0 +1,173 @@
+"""Randomly initialised SAM 3 models for tests, the self-test and benchmarks.
+
+No weights can be downloaded in CI, so the real loading path is exercised with models built
+from configs here and saved with ``save_pretrained``. Random weights give random masks: use
+these to test plumbing, shapes, caching, determinism and error handling, never accuracy.
+
+The nested configs are passed as config *objects* (not dicts): that form is accepted by every
+transformers release this package supports (5.17 resolves nested dicts differently from 5.20+).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+from sam3core.fake import FakeEngine
+
+__all__ = [
+    "FakeEngine",
+    "build_processor",
+    "build_random_sam3",
+    "build_tokenizer",
+    "sam3_config",
+    "save_random_sam3",
+    "save_tiny_sam3",
+]
+
+logger = logging.getLogger(__name__)
+
+Size = Literal["tiny", "full"]
+
+# CLIP-style byte-level alphabet: every byte maps to one printable unicode character, so any
+# text tokenizes (character by character, since the in-memory tokenizer has no merges).
+_SPECIALS = ("<|startoftext|>", "<|endoftext|>")
+
+
+def _byte_alphabet() -> list[str]:
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = [], 0
+    for b in range(256):
+        if b in printable:
+            chars.append(chr(b))
+        else:
+            chars.append(chr(256 + extra))
+            extra += 1
+    return chars
+
+
+def build_tokenizer():  # type: ignore[no-untyped-def]
+    """A CLIP tokenizer built in memory: special tokens + each byte character (+ end-of-word form).
+
+    Returns:
+        A ``transformers.CLIPTokenizer`` with ``len(tokenizer) == 514``; bos id 0, eos/pad id 1.
+    """
+    from transformers import CLIPTokenizer
+
+    vocab: dict[str, int] = {tok: i for i, tok in enumerate(_SPECIALS)}
+    for ch in _byte_alphabet():
+        vocab.setdefault(ch, len(vocab))
+        vocab.setdefault(ch + "</w>", len(vocab))
+    return CLIPTokenizer(vocab=vocab, merges=[], bos_token=_SPECIALS[0], eos_token=_SPECIALS[1],
+                         pad_token=_SPECIALS[1], unk_token=_SPECIALS[1], model_max_length=32)
+
+
+def sam3_config(size: Size = "tiny", *, num_queries: int | None = None):  # type: ignore[no-untyped-def]
+    """A ``Sam3Config`` of the given size.
+
+    Args:
+        size: ``"tiny"`` (hidden sizes 32, 1-2 layers, 20 queries; a forward takes ~0.2 s on CPU)
+            or ``"full"`` (the released architecture, 840M parameters, 200 queries).
+        num_queries: Override the number of DETR queries.
+
+    Returns:
+        A ``transformers.Sam3Config`` with every nested config given as an object.
+    """
+    from transformers import (
+        CLIPTextConfig,
+        Sam3Config,
+        Sam3DETRDecoderConfig,
+        Sam3DETREncoderConfig,
+        Sam3GeometryEncoderConfig,
+        Sam3MaskDecoderConfig,
+        Sam3VisionConfig,
+        Sam3ViTConfig,
+    )
+
+    if size == "full":
+        text = CLIPTextConfig(vocab_size=49408, hidden_size=1024, intermediate_size=4096, projection_dim=512,
+                              num_hidden_layers=24, num_attention_heads=16, max_position_embeddings=32,
+                              hidden_act="gelu", bos_token_id=0, eos_token_id=1, pad_token_id=1)
+        decoder = Sam3DETRDecoderConfig(num_queries=num_queries or 200)
+        return Sam3Config(
+            vision_config=Sam3VisionConfig(backbone_config=Sam3ViTConfig()),
+            text_config=text,
+            geometry_encoder_config=Sam3GeometryEncoderConfig(),
+            detr_encoder_config=Sam3DETREncoderConfig(),
+            detr_decoder_config=decoder,
+            mask_decoder_config=Sam3MaskDecoderConfig(),
+        )
+    if size != "tiny":
+        raise ValueError(f"unknown model size {size!r}; use 'tiny' or 'full'")
+    hidden, heads = 32, 2
+    vit = Sam3ViTConfig(hidden_size=hidden, intermediate_size=64, num_hidden_layers=2, num_attention_heads=heads,
+                        global_attn_indexes=[1], window_size=24)
+    text = CLIPTextConfig(vocab_size=len(_SPECIALS) + 512, hidden_size=hidden, intermediate_size=64,
+                          projection_dim=hidden, num_hidden_layers=1, num_attention_heads=heads,
+                          max_position_embeddings=32, hidden_act="gelu", bos_token_id=0, eos_token_id=1,
+                          pad_token_id=1)
+    common = {"hidden_size": hidden, "num_attention_heads": heads, "intermediate_size": 64}
+    return Sam3Config(
+        vision_config=Sam3VisionConfig(backbone_config=vit, fpn_hidden_size=hidden),
+        text_config=text,
+        geometry_encoder_config=Sam3GeometryEncoderConfig(num_layers=1, **common),
+        detr_encoder_config=Sam3DETREncoderConfig(num_layers=1, **common),
+        detr_decoder_config=Sam3DETRDecoderConfig(num_layers=1, num_queries=num_queries or 20, **common),
+        mask_decoder_config=Sam3MaskDecoderConfig(hidden_size=hidden, num_attention_heads=heads),
+    )
+
+
+def build_processor():  # type: ignore[no-untyped-def]
+    """A ``Sam3Processor`` (default 1008x1008 image processor + the in-memory tokenizer)."""
+    from transformers import Sam3ImageProcessor, Sam3Processor
+
+    return Sam3Processor(image_processor=Sam3ImageProcessor(), tokenizer=build_tokenizer())
+
+
+def build_random_sam3(size: Size = "tiny", *, seed: int = 0):  # type: ignore[no-untyped-def]
+    """A randomly initialised ``Sam3Model`` (eval mode, fp32, CPU) and its processor.
+
+    Args:
+        size: ``"tiny"`` or ``"full"`` (see :func:`sam3_config`).
+        seed: Seed for the weight initialisation (same seed, same weights).
+
+    Returns:
+        ``(model, processor)``.
+    """
+    import torch
+    from transformers import Sam3Model
+
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = Sam3Model(sam3_config(size))
+    finally:
+        torch.random.set_rng_state(state)
+    return model.eval(), build_processor()
+
+
+def save_random_sam3(directory: str | Path, size: Size = "tiny", *, seed: int = 0) -> Path:
+    """Build a random SAM 3 and save model + processor so ``from_pretrained(directory)`` loads it offline.
+
+    Args:
+        directory: Where to write (created if missing).
+        size: ``"tiny"`` (about 1 MB on disk) or ``"full"`` (about 3.4 GB).
+        seed: Weight initialisation seed.
+
+    Returns:
+        The directory as a ``Path``.
+    """
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    model, processor = build_random_sam3(size, seed=seed)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    logger.info("saved a random %s SAM 3 to %s", size, path)
+    return path
+
+
+def save_tiny_sam3(directory: str | Path, *, seed: int = 0) -> Path:
+    """Save the tiny random SAM 3 (see :func:`save_random_sam3`) and return its directory."""
+    return save_random_sam3(directory, "tiny", seed=seed)
