@@ -15,13 +15,10 @@ column/row a mask covers); masks are ``(N, H, W)`` bool at the original resoluti
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import os
-import queue
-import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +30,7 @@ from sam3core.image import ImageHandle, ImageInput, prepare_image
 from sam3core.loading import DEFAULT_MODEL, load_model_and_processor, resolve_device_dtype
 from sam3core.postprocess import DEFAULT_CHUNK_BYTES, detections_from_masks, select_queries, upsample_masks
 from sam3core.protocol import Box
+from sam3core.worker import BatchingWorker, Job
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +50,9 @@ class EngineStats:
     Attributes:
         vision_encoder_runs: Images encoded by the ViT (one per cache miss).
         text_encoder_runs: Text-encoder forwards (one per batch of uncached phrases).
-        forwards: Detector forwards (one per ``segment`` call, whatever its phrase count).
+        forwards: Detector forwards (one per batch, whatever its phrase and request count).
+        batched_requests: Requests that shared a forward with other requests.
+        largest_batch: Most prompts run in one forward.
         image_cache: Image-feature cache counters.
         text_cache: Text-feature cache counters.
     """
@@ -60,8 +60,25 @@ class EngineStats:
     vision_encoder_runs: int = 0
     text_encoder_runs: int = 0
     forwards: int = 0
+    batched_requests: int = 0
+    largest_batch: int = 0
     image_cache: CacheStats = field(default_factory=CacheStats)
     text_cache: CacheStats = field(default_factory=CacheStats)
+
+
+@dataclass(frozen=True)
+class _Params:
+    score_threshold: float
+    mask_threshold: float
+    max_masks: int
+    dedup_iou: float | None
+
+
+@dataclass(frozen=True)
+class _Request:
+    handle: ImageHandle
+    prompts: list[_Prompt]
+    params: _Params
 
 
 @dataclass(frozen=True)
@@ -70,51 +87,6 @@ class _Prompt:
     label: str
     boxes: np.ndarray | None  # (B, 4) normalised cx, cy, w, h
     box_labels: np.ndarray | None  # (B,) int64, 1 positive / 0 negative
-
-
-class _Worker:
-    """A single thread that runs submitted callables in ``torch.inference_mode``."""
-
-    def __init__(self, name: str) -> None:
-        self._queue: queue.Queue[tuple[concurrent.futures.Future, Callable[[], Any]] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
-
-    @property
-    def thread(self) -> threading.Thread:
-        return self._thread
-
-    def submit(self, fn: Callable[[], Any]) -> concurrent.futures.Future:
-        fut: concurrent.futures.Future = concurrent.futures.Future()
-        if threading.current_thread() is self._thread:  # re-entrant call: run inline, never deadlock
-            fut.set_result(fn())
-            return fut
-        self._queue.put((fut, fn))
-        return fut
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Finish queued work, then end the thread (joined, so no forward runs at interpreter exit)."""
-        self._queue.put(None)
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        import torch
-
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            fut, fn = item
-            if not fut.set_running_or_notify_cancel():
-                continue
-            try:
-                with torch.inference_mode():
-                    result = fn()
-            except BaseException as e:  # delivered to the caller, who re-raises it
-                fut.set_exception(e)
-            else:
-                fut.set_result(result)
 
 
 class Sam3Engine:
@@ -129,6 +101,10 @@ class Sam3Engine:
         text_cache_bytes: Text-feature cache budget in bytes.
         dedup_iou: Default duplicate-suppression IoU on low-resolution masks (``None`` = off).
         chunk_bytes: Working-memory bound of mask upsampling.
+        max_batch: Most prompts run in one detector forward; concurrent requests (from different
+            agents, on different images) are batched up to this. 1 disables cross-request batching.
+            This, with ``cache_bytes``, bounds GPU memory.
+        batch_window_ms: How long the worker waits for more requests to batch with the first.
         name: Shown in logs and ``repr``.
     """
 
@@ -143,6 +119,8 @@ class Sam3Engine:
         text_cache_bytes: int = DEFAULT_TEXT_CACHE_BYTES,
         dedup_iou: float | None = 0.7,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        max_batch: int = 8,
+        batch_window_ms: float = 2.0,
         name: str = "sam3",
     ) -> None:
         self.device, self.dtype = resolve_device_dtype(device, dtype)
@@ -155,7 +133,8 @@ class Sam3Engine:
         self._texts: LRUCache[tuple[Any, Any]] = LRUCache(text_cache_bytes, _tensor_bytes)
         self._pos_enc: dict[tuple, tuple[Any, ...]] = {}
         self._stats = EngineStats(image_cache=self._images.stats, text_cache=self._texts.stats)
-        self._worker = _Worker(f"sam3-engine-{name}")
+        self._worker = BatchingWorker(f"sam3-engine-{name}", self._run_requests, window_s=batch_window_ms / 1000,
+                                      max_batch=max_batch)
         self._finalizer = weakref.finalize(self, self._worker.stop)
 
     # ---------------------------------------------------------------- construction
@@ -206,7 +185,8 @@ class Sam3Engine:
     # ---------------------------------------------------------------- public API
     @property
     def stats(self) -> EngineStats:
-        """Live counters (vision-encoder runs, cache hits/misses/evictions, ...)."""
+        """Live counters (vision-encoder runs, cache hits/misses/evictions, batching, ...)."""
+        self._stats.batched_requests = self._worker.batched_jobs
         return self._stats
 
     def prepare(self, image: ImageInput) -> ImageHandle:
@@ -216,7 +196,7 @@ class Sam3Engine:
     def encode(self, image: ImageInput) -> ImageHandle:
         """Encode an image into the feature cache ahead of time; returns its handle."""
         handle = self.prepare(image)
-        self._worker.submit(lambda: self._vision_features(handle)).result()
+        self._worker.call(lambda: self._vision_features(handle)).result()
         return handle
 
     def segment(
@@ -309,41 +289,63 @@ class Sam3Engine:
         return prompts, single
 
     def _job(self, handle: ImageHandle, prompts: list[_Prompt], score_threshold: float, mask_threshold: float,
-             max_masks: int, dedup_iou: float | str | None) -> Callable[[], list[sv.Detections]]:
+             max_masks: int, dedup_iou: float | str | None) -> Job:
         for name, value in (("score_threshold", score_threshold), ("mask_threshold", mask_threshold)):
             if not 0.0 <= float(value) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
         if int(max_masks) < 1:
             raise ValueError(f"max_masks must be >= 1, got {max_masks}")
         dedup = self.dedup_iou if dedup_iou == "default" else dedup_iou
-        return lambda: self._run(handle, prompts, float(score_threshold), float(mask_threshold),
-                                 int(max_masks), dedup)  # type: ignore[arg-type]
+        params = _Params(float(score_threshold), float(mask_threshold), int(max_masks), dedup)  # type: ignore[arg-type]
+        # exemplar prompts carry per-request box tensors: they run on their own
+        return Job(_Request(handle, prompts, params), size=len(prompts), batchable=prompts[0].boxes is None)
 
     # ---------------------------------------------------------------- worker-side
-    def _run(self, handle: ImageHandle, prompts: list[_Prompt], score_threshold: float,
-             mask_threshold: float, max_masks: int, dedup_iou: float | None) -> list[sv.Detections]:
-        outputs = self._forward(handle, prompts)
-        results = []
-        for b, prompt in enumerate(prompts):
-            presence = outputs.presence_logits[b] if outputs.presence_logits is not None else None
-            keep, scores = select_queries(outputs.pred_logits[b], presence, outputs.pred_masks[b],
-                                          score_threshold=score_threshold, mask_threshold=mask_threshold,
-                                          max_masks=max_masks, dedup_iou=dedup_iou)
-            masks = upsample_masks(outputs.pred_masks[b][keep], (handle.height, handle.width), mask_threshold,
-                                   chunk_bytes=self.chunk_bytes)
-            results.append(detections_from_masks(masks, scores.float().cpu().numpy(), prompt.label))
+    def _run_requests(self, requests: list[_Request]) -> list[list[sv.Detections]]:
+        """One detector forward for every prompt of every request; results split back per request."""
+        cap = self._worker.max_batch
+        if len(requests) == 1 and len(requests[0].prompts) > cap:  # keep within the memory budget
+            req = requests[0]
+            chunks = [_Request(req.handle, req.prompts[i : i + cap], req.params)
+                      for i in range(0, len(req.prompts), cap)]
+            return [[det for chunk in chunks for det in self._run_requests([chunk])[0]]]
+        outputs = self._forward(requests)
+        results, offset = [], 0
+        for req in requests:
+            dets = []
+            for prompt in req.prompts:
+                b = offset
+                offset += 1
+                presence = outputs.presence_logits[b] if outputs.presence_logits is not None else None
+                p = req.params
+                keep, scores = select_queries(outputs.pred_logits[b], presence, outputs.pred_masks[b],
+                                              score_threshold=p.score_threshold, mask_threshold=p.mask_threshold,
+                                              max_masks=p.max_masks, dedup_iou=p.dedup_iou)
+                masks = upsample_masks(outputs.pred_masks[b][keep], (req.handle.height, req.handle.width),
+                                       p.mask_threshold, chunk_bytes=self.chunk_bytes)
+                dets.append(detections_from_masks(masks, scores.float().cpu().numpy(), prompt.label))
+            results.append(dets)
         return results
 
-    def _forward(self, handle: ImageHandle, prompts: list[_Prompt]) -> Any:
+    def _forward(self, requests: list[_Request]) -> Any:
         import torch
         from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 
-        levels, positions = self._vision_features(handle)
-        batch = len(prompts)
+        per_request = [(self._vision_features(r.handle), len(r.prompts)) for r in requests]
+        batch = sum(n for _, n in per_request)
+        positions = per_request[0][0][1]
+        if len(requests) == 1:  # one image: broadcast views, no copies
+            levels = tuple(t.expand(batch, *t.shape[1:]) for t in per_request[0][0][0])
+        else:
+            levels = tuple(
+                torch.cat([lv[i].expand(n, *lv[i].shape[1:]) for (lv, _), n in per_request], dim=0)
+                for i in range(len(positions))
+            )
         vision = Sam3VisionEncoderOutput(
-            fpn_hidden_states=tuple(t.expand(batch, *t.shape[1:]) for t in levels),
+            fpn_hidden_states=levels,
             fpn_position_encoding=tuple(t.expand(batch, *t.shape[1:]) for t in positions),
         )
+        prompts = [p for r in requests for p in r.prompts]
         text_embeds, attention_mask = self._text_features([p.text for p in prompts])
         kwargs: dict[str, Any] = {}
         if prompts[0].boxes is not None:
@@ -352,6 +354,7 @@ class Sam3Engine:
             kwargs["input_boxes_labels"] = torch.as_tensor(np.stack([p.box_labels for p in prompts]),
                                                            device=self.device)
         self._stats.forwards += 1
+        self._stats.largest_batch = max(self._stats.largest_batch, batch)
         return self.model(vision_embeds=vision, text_embeds=text_embeds, attention_mask=attention_mask, **kwargs)
 
     def _vision_features(self, handle: ImageHandle) -> tuple[tuple[Any, ...], tuple[Any, ...]]:

@@ -74,7 +74,9 @@ class FakeEngine:
         masks = list(spec(handle, phrase) if callable(spec) else spec)
         for m in masks:
             if m.shape != (handle.height, handle.width):
-                raise ValueError(f"fake mask for {phrase!r} has shape {m.shape}, image is {handle.height}x{handle.width}")
+                raise ValueError(
+                    f"fake mask for {phrase!r} has shape {m.shape}, image is {handle.height}x{handle.width}"
+                )
         default = [round(0.9 - 0.05 * i, 4) for i in range(len(masks))]
         scores = self._scores.get(key, default)
         keep = [i for i, s in enumerate(scores[: len(masks)]) if s >= score_threshold]

@@ -144,31 +144,80 @@ def test_position_encodings_shared_across_images(fresh_engine: Sam3Engine) -> No
         assert torch.equal(p, q)
 
 
-def test_concurrent_threads_and_tasks_equal_serial(fresh_engine: Sam3Engine) -> None:
-    img = _image(seed=5)
-    phrases = [f"thing {i}" for i in range(6)]
+def _close(a: sv.Detections, b: sv.Detections) -> None:
+    """Equal up to float reduction order (batch shape): scores within 1e-5, masks but threshold pixels."""
+    assert abs(len(a) - len(b)) <= 1
+    n = min(len(a), len(b))
+    np.testing.assert_allclose(np.sort(a.confidence)[-n:], np.sort(b.confidence)[-n:], atol=1e-5)
+    assert (a.mask[:n] == b.mask[:n]).mean() > 0.999
+
+
+def _concurrent(engine: Sam3Engine, img: np.ndarray, phrases: list[str]) -> tuple[dict, list]:
     results: dict[str, sv.Detections] = {}
 
     def call(p: str) -> None:
-        results[p] = fresh_engine.segment(img, p, **ALL)
+        results[p] = engine.segment(img, p, **ALL)
 
     threads = [threading.Thread(target=call, args=(p,)) for p in phrases]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    # overlapping requests for one new image encoded it once
-    assert fresh_engine.stats.vision_encoder_runs == 1
 
     async def many() -> list[sv.Detections]:
-        return list(await asyncio.gather(*(fresh_engine.asegment(img, p, **ALL) for p in phrases)))
+        return list(await asyncio.gather(*(engine.asegment(img, p, **ALL) for p in phrases)))
 
-    async_results = asyncio.run(many())
-    for p, det in zip(phrases, async_results, strict=True):
-        serial = fresh_engine.segment(img, p, **ALL)
-        _same(results[p], serial)
-        _same(det, serial)
-    assert fresh_engine.stats.vision_encoder_runs == 1
+    return results, asyncio.run(many())
+
+
+@pytest.mark.parametrize("max_batch", [1, 8])
+def test_concurrent_threads_and_tasks_equal_serial(tiny_sam3_dir: Path, max_batch: int) -> None:
+    """Threads and asyncio tasks at once give what serial calls give: bit-identical without
+    cross-request batching, within the batching tolerance with it."""
+    img = _image(seed=5)
+    phrases = [f"thing {i}" for i in range(6)]
+    with Sam3Engine.from_pretrained(tiny_sam3_dir, device="cpu", max_batch=max_batch,
+                                    batch_window_ms=20) as engine:
+        threaded, tasks = _concurrent(engine, img, phrases)
+        # overlapping requests for one new image encoded it once
+        assert engine.stats.vision_encoder_runs == 1
+        for p, det in zip(phrases, tasks, strict=True):
+            serial = engine.segment(img, p, **ALL)
+            for got in (threaded[p], det):
+                if max_batch == 1:
+                    _same(got, serial)
+                else:
+                    _close(got, serial)
+        assert engine.stats.vision_encoder_runs == 1
+        if max_batch == 1:
+            assert engine.stats.batched_requests == 0 and engine.stats.forwards == 3 * len(phrases)
+        else:
+            assert engine.stats.batched_requests > 0 and engine.stats.forwards < 3 * len(phrases)
+
+
+def test_cross_request_batching_different_images(tiny_sam3_dir: Path) -> None:
+    """Requests on different images share one forward; each equals its unbatched result."""
+    images = [prepare_image(_image(seed=s)) for s in (11, 12, 13)]
+    with Sam3Engine.from_pretrained(tiny_sam3_dir, device="cpu", max_batch=1) as solo:
+        alone = [solo.segment(h, "cat", **ALL) for h in images]
+    with Sam3Engine.from_pretrained(tiny_sam3_dir, device="cpu", max_batch=8, batch_window_ms=50) as engine:
+        for h in images:
+            engine.encode(h)
+
+        async def together() -> list[sv.Detections]:
+            return list(await asyncio.gather(*(engine.asegment(h, "cat", **ALL) for h in images)))
+
+        batched = asyncio.run(together())
+        assert engine.stats.largest_batch == 3 and engine.stats.batched_requests == 3
+    for a, b in zip(alone, batched, strict=True):
+        _close(a, b)
+
+
+def test_max_batch_caps_a_forward(tiny_sam3_dir: Path) -> None:
+    with Sam3Engine.from_pretrained(tiny_sam3_dir, device="cpu", max_batch=2) as engine:
+        dets = engine.segment(_image(), ["a", "b", "c", "d", "e"], **ALL)
+        assert len(dets) == 5 and [d.data["phrase"][0] for d in dets] == ["a", "b", "c", "d", "e"]
+        assert engine.stats.largest_batch <= 2 and engine.stats.forwards == 3
 
 
 def test_async_new_image_overlap_encodes_once(fresh_engine: Sam3Engine) -> None:
