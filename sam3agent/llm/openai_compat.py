@@ -1,0 +1,322 @@
+"""An OpenAI chat-completions backend: vLLM servers, OpenAI, Gemini's OpenAI-compatible endpoint.
+
+The client's own retries are turned off (``max_retries=0``); this module retries transient failures
+(connection errors, timeouts, 408/409/429/5xx) with exponential backoff itself so it can count the
+attempts each completion took and raise :class:`~sam3agent.llm.base.LLMBackendError` naming the
+endpoint and the last error once they are spent. Client errors (400/401/403/404/422) fail at once.
+
+A limiter caps the calls in flight: ``max_concurrency=N`` shares one limit among every
+:class:`OpenAICompatibleLLM` of the process that talks to the same ``base_url``; ``limiter=`` takes
+any object usable as ``async with limiter:`` (an ``asyncio.Semaphore``, a :class:`SharedLimiter`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import threading
+import weakref
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext, suppress
+from typing import TYPE_CHECKING, Any, Literal
+
+from sam3agent.llm.base import Completion, LLMBackendError, LLMRequest, ToolCall, Usage
+from sam3agent.llm.wire import ImageFormat, to_openai_messages
+
+if TYPE_CHECKING:
+    import openai
+
+logger = logging.getLogger(__name__)
+
+_RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+
+class SharedLimiter:
+    """At most ``limit`` holders at a time, usable as ``async with limiter:`` from any event loop.
+
+    An ``asyncio.Semaphore`` binds to the first event loop that waits on it; this keeps one semaphore
+    per running loop instead, so a limiter shared process-wide keeps working when a synchronous
+    wrapper runs each job in a fresh loop. Within one loop (the normal case: many agents gathered
+    together) the limit is exact.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            sem = self._semaphores.get(loop)
+            if sem is None:
+                sem = self._semaphores[loop] = asyncio.Semaphore(self.limit)
+            return sem
+
+    async def __aenter__(self) -> None:
+        await self._semaphore().acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._semaphore().release()
+
+
+_SHARED_LIMITERS: dict[str, SharedLimiter] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_limiter(key: str, limit: int) -> SharedLimiter:
+    """The process-wide limiter for ``key`` (a base URL), created with ``limit`` on first use.
+
+    A later request for the same key with a different limit keeps the first limit and logs a warning.
+    """
+    with _SHARED_LOCK:
+        limiter = _SHARED_LIMITERS.get(key)
+        if limiter is None:
+            limiter = _SHARED_LIMITERS[key] = SharedLimiter(limit)
+        elif limiter.limit != limit:
+            logger.warning("shared limiter for %s already caps at %d; ignoring new limit %d", key, limiter.limit, limit)
+        return limiter
+
+
+class OpenAICompatibleLLM:
+    """The :class:`~sam3agent.llm.base.LLM` protocol over an OpenAI-compatible chat-completions API.
+
+    Args:
+        base_url: The API root, e.g. ``http://localhost:8000/v1``.
+        model: Model name sent with every request.
+        api_key: API key; when ``None`` it is read from ``api_key_env``, and ``"EMPTY"`` is sent when
+            that is unset too (what a local vLLM server expects).
+        api_key_env: Environment variable holding the key.
+        timeout: Seconds before an HTTP request is abandoned (and retried); the client's default is 600.
+        max_retries: Retries after the first attempt for transient failures.
+        backoff_base: First retry delay in seconds; doubles per retry, with jitter.
+        backoff_max: Cap on one retry delay (also on a server's ``Retry-After``).
+        extra_body: Extra JSON fields for every request (vLLM options such as ``top_k``,
+            ``structured_outputs``, ``chat_template_kwargs``).
+        image_format: ``"auto"`` sends image bytes as given; ``"jpeg"``/``"png"`` re-encode when needed.
+        max_concurrency: Calls in flight allowed for this ``base_url`` across the whole process.
+        limiter: An explicit ``async with`` limiter instead of ``max_concurrency``.
+        max_tokens_field: ``"max_tokens"`` (vLLM, Gemini) or ``"max_completion_tokens"``
+            (newer OpenAI models).
+        default_headers: Extra HTTP headers for every request.
+
+    One HTTP client (connection pool) is kept per running event loop; close it with :meth:`aclose`
+    (or ``async with llm:``) before the loop ends, e.g. in a synchronous wrapper around ``asyncio.run``.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        timeout: float = 60.0,
+        max_retries: int = 3,
+        backoff_base: float = 0.5,
+        backoff_max: float = 8.0,
+        extra_body: Mapping[str, Any] | None = None,
+        image_format: ImageFormat = "auto",
+        max_concurrency: int | None = None,
+        limiter: AbstractAsyncContextManager[Any] | None = None,
+        max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens",
+        default_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if image_format not in ("auto", "jpeg", "png"):
+            raise ValueError(f"image_format must be 'auto', 'jpeg' or 'png', got {image_format!r}")
+        if max_concurrency is not None and limiter is not None:
+            raise ValueError("pass either max_concurrency or limiter, not both")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.timeout = float(timeout)
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.extra_body = dict(extra_body or {})
+        self.image_format: ImageFormat = image_format
+        self.max_tokens_field = max_tokens_field
+        self.default_headers = dict(default_headers or {})
+        self._api_key = api_key or os.environ.get(api_key_env) or "EMPTY"
+        if max_concurrency is not None:
+            limiter = shared_limiter(self.base_url, max_concurrency)
+        self._limiter = limiter
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._rng = random.Random()
+
+    @property
+    def name(self) -> str:
+        """``<model> @ <base_url>``."""
+        return f"{self.model} @ {self.base_url}"
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint as named in errors."""
+        return f"{self.base_url} (model {self.model})"
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatibleLLM(base_url={self.base_url!r}, model={self.model!r})"
+
+    def _client(self) -> openai.AsyncOpenAI:
+        """The client of the running event loop (HTTP connection pools cannot cross loops)."""
+        import openai
+
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = openai.AsyncOpenAI(
+                base_url=self.base_url,
+                api_key=self._api_key,
+                timeout=self.timeout,
+                max_retries=0,
+                default_headers=self.default_headers or None,
+            )
+            self._clients[loop] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Close the HTTP client of the running event loop."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.close()
+
+    async def __aenter__(self) -> OpenAICompatibleLLM:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def request_body(self, request: LLMRequest) -> dict[str, Any]:
+        """The keyword arguments of ``chat.completions.create`` for ``request`` (wire JSON + options)."""
+        s = request.sampling
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": to_openai_messages(request.messages, self.image_format),
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            self.max_tokens_field: s.max_tokens,
+        }
+        if s.seed is not None:
+            body["seed"] = s.seed
+        if request.tools:
+            body["tools"] = request.tools
+        if self.extra_body:
+            body["extra_body"] = self.extra_body
+        return body
+
+    async def complete(self, request: LLMRequest) -> Completion:
+        """Send one chat-completions request, retrying transient failures.
+
+        Raises:
+            LLMBackendError: A client error (at once) or a transient one that outlived the retries.
+        """
+        import openai
+
+        body = self.request_body(request)
+        client = self._client()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self._limiter or nullcontext():
+                    response = await client.chat.completions.create(**body)
+            except openai.APIStatusError as e:
+                if not _is_retryable_status(e.status_code):
+                    raise LLMBackendError(self.endpoint, await self._status_message(e), attempt) from e
+                error: openai.APIError = e
+            except openai.APIConnectionError as e:
+                error = e
+            except openai.APIResponseValidationError as e:
+                raise LLMBackendError(self.endpoint, f"malformed response: {e}", attempt) from e
+            else:
+                return self._completion(response, attempt)
+            if attempt > self.max_retries:
+                raise LLMBackendError(self.endpoint, _describe(error), attempt) from error
+            delay = self._delay(attempt, error)
+            logger.warning(
+                "LLM call to %s failed (%s); retry %d/%d in %.2fs",
+                self.endpoint,
+                _describe(error),
+                attempt,
+                self.max_retries,
+                delay,
+            )
+            await asyncio.sleep(delay)
+
+    def _delay(self, attempt: int, error: BaseException) -> float:
+        """Exponential backoff with jitter; a server's ``Retry-After`` wins when it is longer."""
+        delay = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
+        delay *= 0.5 + 0.5 * self._rng.random()
+        response = getattr(error, "response", None)
+        if response is not None:
+            with suppress(ValueError):
+                delay = max(delay, min(self.backoff_max, float(response.headers.get("retry-after", ""))))
+        return delay
+
+    async def _status_message(self, error: openai.APIStatusError) -> str:
+        """The server's message, plus the models it serves when it says the model was not found."""
+        message = _describe(error)
+        if error.status_code == 404:
+            models = await self._served_models()
+            if models is not None:
+                message += f"; the server lists these models: {', '.join(models) or '(none)'}"
+            else:
+                message += "; check that base_url is the API root (for vLLM it ends with /v1)"
+        return message
+
+    async def _served_models(self) -> list[str] | None:
+        """Model ids from ``GET /models``, or ``None`` when that fails (it is only a hint)."""
+        import openai
+
+        try:
+            page = await self._client().models.list(timeout=min(self.timeout, 5.0))
+        except openai.OpenAIError as e:
+            logger.debug("could not list models at %s: %s", self.base_url, e)
+            return None
+        return [m.id for m in page.data]
+
+    def _completion(self, response: Any, attempts: int) -> Completion:
+        if not response.choices:
+            raise LLMBackendError(self.endpoint, "the response has no choices", attempts)
+        choice = response.choices[0]
+        message = choice.message
+        calls: list[ToolCall] = []
+        for call in message.tool_calls or []:
+            function = getattr(call, "function", None)
+            if function is None:
+                logger.warning("ignoring a non-function tool call of type %r", getattr(call, "type", None))
+                continue
+            calls.append(ToolCall(id=call.id, name=function.name, arguments=function.arguments or ""))
+        usage = response.usage
+        return Completion(
+            text=message.content or "",
+            tool_calls=calls,
+            usage=Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0) if usage else Usage(),
+            attempts=attempts,
+            model=response.model or self.model,
+            finish_reason=choice.finish_reason,
+        )
+
+
+def _is_retryable_status(status: int) -> bool:
+    return status in _RETRYABLE_STATUS or status >= 500
+
+
+def _describe(error: BaseException) -> str:
+    """``ClassName: message`` with the status code when there is one."""
+    status = getattr(error, "status_code", None)
+    prefix = f"HTTP {status} " if status is not None else ""
+    cause = error.__cause__
+    detail = f" ({type(cause).__name__}: {cause})" if cause is not None and str(cause) else ""
+    return f"{prefix}{type(error).__name__}: {error}{detail}"
