@@ -1,0 +1,311 @@
+"""The SAM 3 Agent: an MLLM plans, SAM 3 segments, in a small explicit loop.
+
+The driver (:meth:`Agent._drive`) asks the model for one tool call per turn, parses it, and
+applies it as a transition of :class:`~sam3agent.state.AgentState`. The model's mistakes (bad
+JSON, unknown tool, bad arguments or ids, a reused phrase) become feedback and cost a turn;
+backend failures (:class:`~sam3agent.llm.base.LLMBackendError`) and our own bugs propagate.
+Nothing is written to disk during a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+import supervision as sv
+from PIL import Image
+from pydantic import BaseModel
+
+from sam3agent.config import AgentConfig
+from sam3agent.context import append_exchange, build_request
+from sam3agent.examine import examine_masks
+from sam3agent.llm.base import LLM, Completion, ImagePart, Message, TextPart
+from sam3agent.parsing import ParsedCall, ParseError, parse_completion
+from sam3agent.prompts import load_prompts
+from sam3agent.render import encode_image, render_marks
+from sam3agent.result import AgentResult, Step, Totals, summarize_messages
+from sam3agent.state import AgentState, Outcome, mask_ids, resolve_mask_ids
+from sam3agent.tools import SegmentPhraseArgs, SelectMasksArgs
+from sam3core.image import ImageHandle, ImageInput
+from sam3core.postprocess import empty_detections
+from sam3core.protocol import SegmentEngine
+
+logger = logging.getLogger(__name__)
+
+
+Transition = Callable[[AgentState, BaseModel, Step], Awaitable[Outcome]]
+
+
+class Agent:
+    """The SAM 3 Agent.
+
+    Args:
+        llm: The planning MLLM backend (any :class:`~sam3agent.llm.base.LLM`).
+        engine: The segmentation engine (any :class:`~sam3core.protocol.SegmentEngine`).
+        config: Settings (default :class:`AgentConfig()`).
+
+    Raises:
+        TypeError: If ``llm`` or ``engine`` does not implement its protocol.
+
+    One agent may serve many concurrent :meth:`arun` calls; each run has its own state.
+    """
+
+    def __init__(self, llm: LLM, engine: SegmentEngine, config: AgentConfig | None = None) -> None:
+        if not isinstance(llm, LLM):
+            kind = type(llm).__name__
+            raise TypeError(f"llm must implement sam3agent.llm.LLM (name, async complete), got {kind}")
+        if not isinstance(engine, SegmentEngine):
+            kind = type(engine).__name__
+            raise TypeError(f"engine must implement sam3core.SegmentEngine (prepare, segment, asegment), got {kind}")
+        self.llm = llm
+        self.engine = engine
+        self.config = config or AgentConfig()
+        self.prompts = load_prompts(self.config.prompt_dir)
+        self._transitions: dict[str, Transition] = {
+            "segment_phrase": self._segment_phrase,
+            "examine_each_mask": self._examine_each_mask,
+            "select_masks_and_return": self._select_masks,
+            "report_no_mask": self._report_no_mask,
+        }
+
+    def run(self, image: ImageInput, query: str) -> AgentResult:
+        """Synchronous :meth:`arun`.
+
+        Works with or without an event loop running in the calling thread (e.g. in Jupyter): in
+        the latter case the run happens on a fresh loop in a helper thread.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.arun(image, query))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sam3agent-run") as pool:
+            return pool.submit(asyncio.run, self.arun(image, query)).result()
+
+    async def arun(self, image: ImageInput, query: str) -> AgentResult:
+        """Segment what ``query`` describes in ``image``.
+
+        Args:
+            image: Anything :func:`sam3core.image.prepare_image` accepts.
+            query: A referring expression or question about the image.
+
+        Returns:
+            The :class:`AgentResult`; model misbehaviour and budgets never raise.
+
+        Raises:
+            ValueError: For an unreadable image or an empty query.
+            LLMBackendError: When the LLM backend fails after its retries.
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError("query must be a non-empty string describing what to segment")
+        handle = await asyncio.to_thread(self.engine.prepare, image)
+        state = await self._start(handle, query.strip())
+        cfg = self.config
+        try:
+            async with asyncio.timeout(cfg.timeout_s) as deadline:
+                await self._drive(state)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            reason = f"wall-clock timeout of {cfg.timeout_s:g} s reached after {state.turns} LLM call(s)"
+            state.finish("budget_exhausted", reason, self._empty(state))
+        logger.info("run ended: %s (%s) after %d turn(s)", state.status, state.reason, state.turns)
+        return self._result(state)
+
+    async def _start(self, handle: ImageHandle, query: str) -> AgentState:
+        prompts, cfg = self.prompts, self.config
+        t0 = time.perf_counter()
+        raw = await asyncio.to_thread(self.encode_for_model, handle.image, "raw image")
+        first_user = Message(role="user", content=[raw, TextPart(prompts.render("user_turn", query=query))])
+        state = AgentState(
+            handle=handle, query=query, config=cfg, prompts=prompts,
+            system=Message.text("system", prompts.system(cfg.protocol)), first_user=first_user, raw_image=raw,
+        )
+        state.render_seconds += time.perf_counter() - t0
+        return state
+
+    async def _drive(self, state: AgentState) -> None:
+        """The loop: one LLM call and one transition per turn until an answer or a budget."""
+        while not state.finished:
+            if state.turns >= self.config.max_llm_calls:
+                reason = f"reached max_llm_calls={self.config.max_llm_calls} without a final answer"
+                state.finish("budget_exhausted", reason, self._empty(state))
+                return
+            await self._turn(state)
+
+    async def _turn(self, state: AgentState) -> None:
+        started = time.perf_counter()
+        request = build_request(state)
+        state.see(request.images)
+        step = Step(index=state.turns + 1, sent=summarize_messages(request.messages), raw_reply="")
+        t0 = time.perf_counter()
+        completion = await self.llm.complete(request)
+        step.llm_seconds = time.perf_counter() - t0
+        self._account(state, step, completion)
+        try:
+            call = parse_completion(completion, self.config.protocol)
+        except ParseError as e:
+            how = self.prompts.feedback("how_native" if self.config.protocol == "native" else "how_text")
+            outcome = Outcome(self.prompts.feedback("format_error", detail=e.detail, how=how), failure=e.kind)
+        else:
+            outcome = await self._apply(state, call, step)
+        if outcome.failure is not None:
+            state.failures[outcome.failure] += 1
+            step.failure = outcome.failure
+        text = "\n".join([outcome.text, *step.notes])
+        step.outcome = text
+        if outcome.image is not None:
+            step.images_out.append(outcome.image.summary())
+        if not state.finished:
+            if outcome.new_window:
+                state.window_start = len(state.history)
+            append_exchange(state, completion, text, outcome.image)
+        step.wall_seconds = time.perf_counter() - started
+        state.steps.append(step)
+        logger.debug("turn %d: %s -> %s", step.index, step.call or step.failure, text.splitlines()[0])
+
+    def _account(self, state: AgentState, step: Step, completion: Completion) -> None:
+        state.turns += 1
+        state.llm_attempts += completion.attempts
+        state.usage = state.usage + completion.usage
+        state.llm_seconds += step.llm_seconds
+        step.raw_reply, step.usage, step.attempts = completion.text, completion.usage, completion.attempts
+        step.finish_reason = completion.finish_reason
+        step.tool_calls = [
+            {"id": c.id, "name": c.name, "arguments": c.arguments} for c in completion.tool_calls
+        ]
+
+    async def _apply(self, state: AgentState, call: ParsedCall, step: Step) -> Outcome:
+        step.call = call.to_dict()
+        step.notes.extend(call.notes)
+        return await self._transitions[call.name](state, call.args, step)
+
+    # -- transitions ---------------------------------------------------------------------------
+
+    async def _segment_phrase(self, state: AgentState, args: BaseModel, step: Step) -> Outcome:
+        """Run SAM 3 on the raw image; the new masks replace the current ones (refuse a reused phrase)."""
+        if not isinstance(args, SegmentPhraseArgs):
+            raise TypeError(f"segment_phrase got {type(args).__name__}")
+        prompts, cfg = self.prompts, self.config
+        phrase = " ".join(args.text_prompt.split())
+        if state.is_tried(phrase):
+            tried = ", ".join(f'"{p}"' for p in state.tried_phrases)
+            text = prompts.feedback("phrase_reused", phrase=phrase, tried=tried)
+            return Outcome(text, failure="reused_phrase")
+        t0 = time.perf_counter()
+        found = await self.engine.asegment(state.handle, phrase, score_threshold=cfg.score_threshold,
+                                           mask_threshold=cfg.mask_threshold, max_masks=cfg.max_masks)
+        seconds = time.perf_counter() - t0
+        step.sam_seconds += seconds
+        state.sam_seconds += seconds
+        state.tried_phrases.append(phrase)
+        detections = _by_score(found)
+        self.set_masks(state, detections)
+        if len(detections) == 0:
+            return Outcome(prompts.feedback("segment_empty", phrase=phrase), new_window=True)
+        image = await self.render_current(state, step)
+        listing = _listing(detections, state.handle)
+        text = prompts.feedback("segment_found", phrase=phrase, count=len(detections), listing=listing)
+        return Outcome(text, image=image, new_window=True)
+
+    async def _examine_each_mask(self, state: AgentState, args: BaseModel, step: Step) -> Outcome:
+        """Verify the not-yet-examined masks one by one (see :mod:`sam3agent.examine`)."""
+        if state.mask_count == 0:
+            return Outcome(self.prompts.feedback("no_masks", tool="examine_each_mask"), failure="no_masks")
+        if all(state.verified):
+            return Outcome(self.prompts.feedback("already_examined"), failure="already_examined")
+        return await examine_masks(self, state, step)
+
+    async def _select_masks(self, state: AgentState, args: BaseModel, step: Step) -> Outcome:
+        """Finish with the chosen current masks; invalid ids are fed back with the valid range."""
+        if not isinstance(args, SelectMasksArgs):
+            raise TypeError(f"select_masks_and_return got {type(args).__name__}")
+        if state.detections is None or state.mask_count == 0:
+            text = self.prompts.feedback("no_masks", tool="select_masks_and_return")
+            return Outcome(text, failure="no_masks")
+        indices, problems = resolve_mask_ids(args.final_answer_masks, state.mask_count)
+        if problems:
+            text = self.prompts.feedback("bad_ids", problems="; ".join(problems), count=state.mask_count)
+            return Outcome(text, failure="bad_ids")
+        chosen = sorted(indices)
+        ids = ", ".join(str(i) for i in args.final_answer_masks)
+        state.finish("answered", f"selected mask(s) {ids}", state.detections[chosen], step.raw_reply)
+        return Outcome(f"Final answer: mask(s) {ids}.")
+
+    async def _report_no_mask(self, state: AgentState, args: BaseModel, step: Step) -> Outcome:
+        """Finish with an empty answer."""
+        state.finish("no_mask", "the model reported that nothing matches", self._empty(state), step.raw_reply)
+        return Outcome("Final answer: no mask.")
+
+    # -- helpers used by the transitions -------------------------------------------------------
+
+    def set_masks(self, state: AgentState, detections: sv.Detections) -> None:
+        """Make ``detections`` the current masks (none of them examined yet)."""
+        state.detections = detections
+        state.verified = [False] * len(detections)
+        state.marks_image = None
+
+    async def render_current(self, state: AgentState, step: Step) -> ImagePart:
+        """Render and encode the current masks numbered 1..N; it becomes the image kept in context."""
+        detections = state.detections if state.detections is not None else self._empty(state)
+        labels = mask_ids(len(detections))
+
+        def draw() -> ImagePart:
+            marks = render_marks(state.handle.image, detections, labels=labels)
+            return self.encode_for_model(marks, f"marks 1-{len(labels)}")
+
+        t0 = time.perf_counter()
+        image = await asyncio.to_thread(draw)
+        seconds = time.perf_counter() - t0
+        step.render_seconds += seconds
+        state.render_seconds += seconds
+        state.marks_image = image
+        return image
+
+    def encode_for_model(self, image: Image.Image, label: str) -> ImagePart:
+        """Resize and encode an image to the configured pixel budget and format."""
+        cfg = self.config
+        return encode_image(image, max_pixels=cfg.max_image_pixels,
+                            min_pixels=cfg.min_image_pixels, patch=cfg.image_patch, fmt=cfg.image_format,
+                            quality=cfg.image_quality, label=label)
+
+    @staticmethod
+    def _empty(state: AgentState) -> sv.Detections:
+        return empty_detections(state.handle.height, state.handle.width)
+
+    def _result(self, state: AgentState) -> AgentResult:
+        totals = Totals(
+            turns=state.turns, llm_calls=state.llm_attempts, verify_calls=state.verify_calls,
+            prompt_tokens=state.usage.prompt_tokens, completion_tokens=state.usage.completion_tokens,
+            llm_seconds=state.llm_seconds, sam_seconds=state.sam_seconds, render_seconds=state.render_seconds,
+            wall_seconds=time.perf_counter() - state.started, failures=dict(state.failures),
+        )
+        return AgentResult(
+            query=state.query, image=state.handle,
+            detections=state.answer if state.answer is not None else self._empty(state),
+            status=state.status or "budget_exhausted", reason=state.reason, final_text=state.final_text,
+            steps=state.steps, totals=totals, config=self.config.model_dump(mode="json"),
+            prompt_version=self.prompts.version, llm_name=getattr(self.llm, "name", type(self.llm).__name__),
+            images=dict(state.images),
+        )
+
+
+def _by_score(detections: sv.Detections) -> sv.Detections:
+    """The detections sorted by confidence, highest first (stable)."""
+    if len(detections) == 0 or detections.confidence is None:
+        return detections
+    return detections[np.argsort(-detections.confidence, kind="stable")]
+
+
+def _listing(detections: sv.Detections, handle: ImageHandle) -> str:
+    """One line per mask: its number, confidence and share of the image."""
+    total = handle.width * handle.height
+    lines = []
+    for mask_id, i in zip(mask_ids(len(detections)), range(len(detections)), strict=True):
+        area = float(np.count_nonzero(detections.mask[i])) / total if detections.mask is not None else 0.0
+        score = float(detections.confidence[i]) if detections.confidence is not None else float("nan")
+        lines.append(f"- mask {mask_id}: confidence {score:.2f}, covers {100 * area:.1f}% of the image")
+    return "\n".join(lines)

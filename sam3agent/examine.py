@@ -1,0 +1,132 @@
+"""The ``examine_each_mask`` transition: one verification call per mask, run concurrently.
+
+Each not-yet-examined mask (at most ``max_verifications`` per call; the rest are kept and the
+model is told) gets its own short request with the raw image, the image with only that mask
+drawn, and one close-up composite (the crop with the mask beside the same crop without it).
+Verdicts are read by :func:`sam3agent.parsing.parse_verdict`: rejected masks are removed, the
+rest renumbered and re-rendered, and the new render replaces the old one in context. A reply
+with no readable verdict keeps its mask (and is counted as ``unclear_verdict``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from sam3agent.context import build_verify_request
+from sam3agent.llm.base import ImagePart
+from sam3agent.parsing import parse_verdict
+from sam3agent.render import render_single, render_zoom_pair
+from sam3agent.result import Step, Verification, summarize_messages
+from sam3agent.state import AgentState, Outcome, mask_ids
+from sam3core.postprocess import empty_detections
+
+if TYPE_CHECKING:
+    from sam3agent.agent import Agent
+
+_VERDICT_WORDS = {"accept": "accepted", "reject": "rejected, removed", "unclear": "no clear verdict, kept"}
+
+
+async def examine_masks(agent: Agent, state: AgentState, step: Step) -> Outcome:
+    """Verify the current masks that were not examined yet; see the module docstring.
+
+    The caller has checked that there are current masks and that some are not examined yet.
+    """
+    prompts, cfg = agent.prompts, agent.config
+    detections = state.detections
+    if detections is None:
+        raise RuntimeError("internal error: examine_masks called without current masks")
+    n = len(detections)
+    ids = mask_ids(n)
+    pending = [i for i in range(n) if not state.verified[i]]
+    targets, skipped = pending[: cfg.max_verifications], pending[cfg.max_verifications :]
+    pictures = await _render_pictures(agent, state, step, targets, ids)
+    t0 = time.perf_counter()
+    step.verifications = await _verify_all(agent, state, [ids[i] for i in targets], pictures)
+    state.llm_seconds += time.perf_counter() - t0
+    verdicts = {i: v.verdict for i, v in zip(targets, step.verifications, strict=True)}
+    unclear = sum(v == "unclear" for v in verdicts.values())
+    if unclear:
+        state.failures["unclear_verdict"] += unclear
+    keep = [i for i in range(n) if verdicts.get(i) != "reject"]
+    lines = [f"- mask {ids[i]}: {_VERDICT_WORDS[verdicts[i]]}" for i in targets]
+    after: list[str] = []
+    if skipped:
+        unchecked = ", ".join(str(ids[i]) for i in skipped)
+        after.append(prompts.feedback("examine_unchecked", ids=unchecked, limit=cfg.max_verifications))
+    verified = [state.verified[i] or i in verdicts for i in keep]
+    image: ImagePart | None = None
+    if len(keep) == n:
+        state.verified = verified
+        after.append(prompts.feedback("examine_unchanged"))
+    elif not keep:
+        agent.set_masks(state, empty_detections(state.handle.height, state.handle.width))
+        after.append(prompts.feedback("examine_all_rejected"))
+    else:
+        agent.set_masks(state, detections[keep])
+        state.verified = verified
+        image = await agent.render_current(state, step)
+        new_ids = mask_ids(len(keep))
+        mapping = ", ".join(f"old {ids[old]} is now {new}" for old, new in zip(keep, new_ids, strict=True))
+        after.append(prompts.feedback("examine_renumbered", count=len(keep), mapping=mapping))
+    text = prompts.feedback("examine_result", verdicts="\n".join(lines), after="\n".join(after))
+    return Outcome(text, image=image)
+
+
+async def _render_pictures(agent: Agent, state: AgentState, step: Step, targets: Sequence[int],
+                           ids: Sequence[int]) -> list[tuple[ImagePart, ImagePart]]:
+    """The (single-mask, close-up) pair of encoded images of every target, rendered in threads."""
+    detections, image = state.detections, state.handle.image
+
+    def pictures(index: int) -> tuple[ImagePart, ImagePart]:
+        mask_id = ids[index]
+        single = render_single(image, detections, index, label=mask_id)
+        zoom = render_zoom_pair(image, detections, index)
+        return (agent.encode_for_model(single, f"mask {mask_id} alone"),
+                agent.encode_for_model(zoom, f"mask {mask_id} close-up"))
+
+    t0 = time.perf_counter()
+    out = await asyncio.gather(*(asyncio.to_thread(pictures, i) for i in targets))
+    seconds = time.perf_counter() - t0
+    step.render_seconds += seconds
+    state.render_seconds += seconds
+    return list(out)
+
+
+async def _verify_all(agent: Agent, state: AgentState, target_ids: Sequence[int],
+                      pictures: Sequence[tuple[ImagePart, ImagePart]]) -> list[Verification]:
+    """Run the verification calls, at most ``verify_concurrency`` at once, in mask order.
+
+    If one call fails (a backend error), the others are cancelled and the error propagates.
+    """
+    limit = asyncio.Semaphore(agent.config.verify_concurrency)
+
+    async def verify(mask_id: int, single: ImagePart, zoom: ImagePart) -> Verification:
+        request = build_verify_request(state, mask_id, single, zoom)
+        state.see(request.images)
+        async with limit:
+            t0 = time.perf_counter()
+            completion = await agent.llm.complete(request)
+            seconds = time.perf_counter() - t0
+        state.verify_calls += 1
+        state.llm_attempts += completion.attempts
+        state.usage = state.usage + completion.usage
+        return Verification(
+            mask_id=mask_id, sent=summarize_messages(request.messages), raw_reply=completion.text,
+            verdict=parse_verdict(completion.text), seconds=seconds, usage=completion.usage,
+            attempts=completion.attempts,
+        )
+
+    tasks = [
+        asyncio.ensure_future(verify(mask_id, single, zoom))
+        for mask_id, (single, zoom) in zip(target_ids, pictures, strict=True)
+    ]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

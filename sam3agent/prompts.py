@@ -1,0 +1,126 @@
+"""The model-facing prompt templates and their version hash.
+
+Templates are plain text files using ``$name`` placeholders (:class:`string.Template`, so the
+JSON braces in the prompts need no escaping). They ship inside the wheel as
+``sam3agent/prompts/``; in a source checkout they are the repository's top-level ``prompts/``.
+``feedback.txt`` holds many short messages, one per ``[section]``.
+
+The prompt version is a short hash of every template's name and text: it changes whenever a
+prompt changes, and it is recorded in results and cache keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from string import Template
+
+from sam3agent.tools import tools_prompt_text
+
+_FILES = (
+    "guidelines", "system_text", "system_native", "user_turn", "verify_system", "verify_user", "feedback",
+)
+_SECTION = re.compile(r"^\[([a-z_]+)\]\s*$", re.M)
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """A loaded set of templates.
+
+    Attributes:
+        templates: Template name -> text; feedback sections are named ``feedback.<section>``.
+        version: Short hash of all templates.
+        directory: Where they were loaded from.
+    """
+
+    templates: Mapping[str, str]
+    version: str
+    directory: Path
+
+    def render(self, name: str, **values: object) -> str:
+        """Fill a template's ``$placeholders``.
+
+        Raises:
+            KeyError: If the template or one of its placeholders is missing (a bug in the caller
+                or in a custom prompt folder).
+        """
+        if name not in self.templates:
+            raise KeyError(f"no prompt template {name!r} in {self.directory}")
+        return Template(self.templates[name]).substitute({k: str(v) for k, v in values.items()})
+
+    def feedback(self, section: str, **values: object) -> str:
+        """Fill the ``[section]`` of ``feedback.txt``."""
+        return self.render(f"feedback.{section}", **values)
+
+    def system(self, protocol: str) -> str:
+        """The main-loop system prompt of a protocol (``"text"`` or ``"native"``)."""
+        guidelines = self.templates["guidelines"]
+        if protocol == "native":
+            return self.render("system_native", guidelines=guidelines)
+        return self.render("system_text", guidelines=guidelines, tools=tools_prompt_text())
+
+
+def default_prompt_dir() -> Path:
+    """The shipped templates: ``sam3agent/prompts`` in a wheel, else the repository's ``prompts/``."""
+    packaged = Path(__file__).resolve().parent / "prompts"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "prompts"
+
+
+def load_prompts(directory: Path | str | None = None) -> Prompts:
+    """Load the templates of a folder (cached until a file changes).
+
+    Args:
+        directory: A folder with the template files; ``None`` for the shipped ones.
+
+    Raises:
+        FileNotFoundError: If a template file is missing; the message names the folder and file.
+    """
+    folder = Path(directory).resolve() if directory is not None else default_prompt_dir()
+    return _load(folder, _stamp(folder))
+
+
+def _stamp(directory: Path) -> tuple[tuple[int, int], ...]:
+    """Modification time and size of every template file (``(-1, -1)`` when missing)."""
+    stamps = []
+    for name in _FILES:
+        try:
+            stat = (directory / f"{name}.txt").stat()
+            stamps.append((stat.st_mtime_ns, stat.st_size))
+        except OSError:
+            stamps.append((-1, -1))
+    return tuple(stamps)
+
+
+@lru_cache(maxsize=16)
+def _load(directory: Path, stamp: tuple[tuple[int, int], ...]) -> Prompts:
+    """Read and hash the templates; ``stamp`` only makes edited files miss the cache."""
+    templates: dict[str, str] = {}
+    for name in _FILES:
+        path = directory / f"{name}.txt"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"prompt template {path.name} is missing from {directory}; a prompt folder needs "
+                f"{', '.join(f + '.txt' for f in _FILES)}"
+            )
+        text = path.read_text(encoding="utf-8")
+        if name == "feedback":
+            templates.update({f"feedback.{k}": v for k, v in _sections(text).items()})
+        else:
+            templates[name] = text.strip()
+    digest = hashlib.sha256()
+    for key in sorted(templates):
+        digest.update(key.encode() + b"\0" + templates[key].encode() + b"\0")
+    digest.update(tools_prompt_text().encode())
+    return Prompts(templates=templates, version=digest.hexdigest()[:12], directory=directory)
+
+
+def _sections(text: str) -> dict[str, str]:
+    """Split ``[name]`` sections; text before the first section is a comment."""
+    parts = _SECTION.split(text)
+    return {parts[i]: parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
