@@ -1,0 +1,151 @@
+"""Command-line options shared by ``sam3agent run``, ``python -m evals ... run`` and the servers.
+
+One place defines how a user names the LLM backend, SAM 3 and the agent's budgets, and how those
+options become objects, so every entry point accepts the same flags with the same defaults.
+
+Defaults come from environment variables when a flag is absent:
+
+=============================  =========================================  ================================
+variable                       flag                                       default
+=============================  =========================================  ================================
+``SAM3AGENT_LLM_BASE_URL``     ``--llm-base-url``                         ``http://localhost:8000/v1``
+``SAM3AGENT_MODEL``            ``--model``                                ``Qwen/Qwen2.5-VL-7B-Instruct``
+``SAM3AGENT_API_KEY_ENV``      ``--api-key-env``                          ``OPENAI_API_KEY``
+``SAM3AGENT_SAM3``             ``--sam3``                                 ``facebook/sam3``
+``SAM3AGENT_DEVICE``           ``--device``                               cuda when available, else cpu
+=============================  =========================================  ================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sam3agent.config import AgentConfig
+    from sam3agent.llm.base import LLM
+    from sam3core.engine import Sam3Engine
+
+DEFAULT_BASE_URL = "http://localhost:8000/v1"
+DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
+DEFAULT_SAM3 = "facebook/sam3"
+
+ENV = {
+    "llm_base_url": "SAM3AGENT_LLM_BASE_URL",
+    "model": "SAM3AGENT_MODEL",
+    "api_key_env": "SAM3AGENT_API_KEY_ENV",
+    "sam3": "SAM3AGENT_SAM3",
+    "device": "SAM3AGENT_DEVICE",
+}
+
+
+def _env(key: str, default: str | None) -> str | None:
+    return os.environ.get(ENV[key]) or default
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the LLM, SAM 3 and agent option groups to ``parser``."""
+    llm = parser.add_argument_group("LLM backend (an OpenAI-compatible endpoint, or --llm-local)")
+    llm.add_argument("--llm-base-url", default=None, metavar="URL",
+                     help=f"OpenAI-compatible endpoint, e.g. a vLLM server (env {ENV['llm_base_url']}; "
+                          f"default {DEFAULT_BASE_URL})")
+    llm.add_argument("--model", default=None, metavar="NAME",
+                     help=f"model name served there, or the model id for --llm-local (env {ENV['model']}; "
+                          f"default {DEFAULT_MODEL})")
+    llm.add_argument("--api-key-env", default=None, metavar="VAR",
+                     help=f"environment variable holding the API key (env {ENV['api_key_env']}; default "
+                          "OPENAI_API_KEY; a local vLLM needs none)")
+    llm.add_argument("--llm-local", default=None, metavar="MODEL",
+                     help="run the MLLM in-process with transformers instead (hub id or local directory)")
+    llm.add_argument("--llm-timeout", type=float, default=120.0, metavar="S", help="per-call timeout (default 120)")
+    llm.add_argument("--llm-retries", type=int, default=3, metavar="N", help="retries of a failed call (default 3)")
+    llm.add_argument("--llm-max-concurrency", type=int, default=None, metavar="N",
+                     help="LLM calls in flight at once across all agents of this process")
+    llm.add_argument("--llm-cache", default=None, metavar="PATH",
+                     help="record/replay completions in this JSONL file (reproducible reruns)")
+    llm.add_argument("--llm-cache-mode", choices=["auto", "replay", "record"], default="auto",
+                     help="auto: replay hits and record misses; replay: fail on a miss")
+    sam = parser.add_argument_group("SAM 3")
+    sam.add_argument("--sam3", default=None, metavar="PATH_OR_ID",
+                     help=f"SAM 3 weights: hub id (gated) or local directory (env {ENV['sam3']}; "
+                          f"default {DEFAULT_SAM3})")
+    sam.add_argument("--device", default=None, help=f"cuda or cpu (env {ENV['device']}; default: cuda if available)")
+    sam.add_argument("--dtype", default=None, help="bfloat16 / float16 / float32 (default: bf16 on cuda)")
+    agent = parser.add_argument_group("agent")
+    agent.add_argument("--protocol", choices=["text", "native"], default=None,
+                       help="tool-call protocol: text <tool> blocks (default, any model) or native tool_calls")
+    agent.add_argument("--preset", choices=["default", "paper"], default="default",
+                       help="budgets: default (40 LLM calls) or paper (the reference's 100)")
+    agent.add_argument("--max-turns", type=int, default=None, metavar="N", help="main-loop LLM call budget")
+    agent.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 0)")
+    agent.add_argument("--seed", type=int, default=None, help="sampling seed sent with every call (default 0)")
+    agent.add_argument("--timeout", type=float, default=None, metavar="S", help="wall-clock limit of one run")
+
+
+def build_config(args: argparse.Namespace) -> AgentConfig:
+    """The :class:`AgentConfig` the options describe."""
+    from sam3agent.config import AgentConfig
+    from sam3agent.llm.base import SamplingConfig
+
+    overrides: dict[str, Any] = {}
+    if args.protocol:
+        overrides["protocol"] = args.protocol
+    if args.max_turns is not None:
+        overrides["max_llm_calls"] = args.max_turns
+    if args.timeout is not None:
+        overrides["timeout_s"] = args.timeout
+    sampling: dict[str, Any] = {}
+    if args.temperature is not None:
+        sampling["temperature"] = args.temperature
+    if args.seed is not None:
+        sampling["seed"] = args.seed
+    if sampling:
+        overrides["sampling"] = SamplingConfig(**sampling)
+    return AgentConfig.preset(args.preset, **overrides)
+
+
+def llm_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The resolved backend settings (env defaults applied), JSON-safe, without secrets."""
+    if args.llm_local:
+        return {"kind": "transformers", "model": args.llm_local}
+    return {
+        "kind": "openai_compatible",
+        "base_url": args.llm_base_url or _env("llm_base_url", DEFAULT_BASE_URL),
+        "model": args.model or _env("model", DEFAULT_MODEL),
+        "api_key_env": args.api_key_env or _env("api_key_env", "OPENAI_API_KEY"),
+    }
+
+
+def build_llm(args: argparse.Namespace, *, prompt_version: str = "") -> LLM:
+    """The LLM backend the options describe (wrapped in a record/replay cache with ``--llm-cache``)."""
+    settings = llm_settings(args)
+    llm: LLM
+    if settings["kind"] == "transformers":
+        from sam3agent.llm.transformers_local import TransformersLLM
+
+        llm = TransformersLLM(settings["model"], device=args.device or _env("device", None), dtype=args.dtype)
+    else:
+        from sam3agent.llm.openai_compat import OpenAICompatibleLLM
+
+        llm = OpenAICompatibleLLM(settings["base_url"], settings["model"], api_key_env=settings["api_key_env"],
+                                  timeout=args.llm_timeout, max_retries=args.llm_retries,
+                                  max_concurrency=args.llm_max_concurrency)
+    if args.llm_cache:
+        from sam3agent.llm.caching import CachingLLM
+
+        llm = CachingLLM(llm, args.llm_cache, mode=args.llm_cache_mode, prompt_version=prompt_version)
+    return llm
+
+
+def sam3_source(args: argparse.Namespace) -> str:
+    """The SAM 3 hub id or directory the options name."""
+    return args.sam3 or _env("sam3", DEFAULT_SAM3) or DEFAULT_SAM3
+
+
+def build_engine(args: argparse.Namespace, **kwargs: Any) -> Sam3Engine:
+    """Load SAM 3 as the options say (raises ``Sam3LoadError`` naming the fix)."""
+    from sam3core.engine import Sam3Engine
+
+    return Sam3Engine.from_pretrained(sam3_source(args), device=args.device or _env("device", None),
+                                      dtype=args.dtype, **kwargs)
