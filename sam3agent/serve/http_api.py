@@ -1,0 +1,243 @@
+"""The agent as an HTTP API (Starlette, served by uvicorn; both come with the ``serve`` extra).
+
+Endpoints:
+
+- ``POST /v1/segment``: a ``multipart/form-data`` body (``image`` file, ``query``, optional
+  ``overlay``) or a JSON body ``{"image": base64 or data URL, "query": ..., "overlay": bool}``; with an
+  allowed root configured, ``image_path`` may name a file inside it instead. Answers
+  ``AgentResult.to_dict()`` (steps only with ``?steps=1``) plus ``overlay_png`` (base64 PNG) when
+  ``overlay`` is true (also ``?overlay=1``).
+- ``GET /healthz``: liveness.
+- ``GET /v1/info``: versions, the LLM, the SAM 3 source, the agent config, the limits.
+
+Every error is JSON ``{"error": {"type", "message"}}``: 400 bad JSON / missing query, 403 path refused,
+404 no such file or route, 413 body, image or pixel count over the limits, 415 unsupported content
+type, 422 undecodable image, 502 LLM backend failure (the endpoint named), 504 request timeout.
+All requests share one agent (and so one engine, whose worker batches concurrent SAM 3 calls).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import functools
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import Message
+
+from sam3agent.serve.common import (
+    ServeError,
+    ServeLimits,
+    bad_request,
+    decode_image,
+    load_and_run,
+    load_image,
+    package_versions,
+    png_bytes,
+    read_image_file,
+)
+from sam3core.image import ImageHandle
+
+if TYPE_CHECKING:
+    from sam3agent.agent import Agent
+
+logger = logging.getLogger(__name__)
+
+_FORM_OVERHEAD = 64 * 1024  # multipart boundaries, headers and small fields on top of the image
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def create_app(agent: Agent, limits: ServeLimits, *, info: Mapping[str, Any] | None = None) -> Starlette:
+    """The Starlette app of the HTTP API.
+
+    Args:
+        agent: The agent all requests share.
+        limits: Upload, pixel, time and file-path limits.
+        info: Extra JSON-safe facts for ``GET /v1/info`` (e.g. ``{"llm": {...}, "sam3": "facebook/sam3"}``).
+
+    Returns:
+        The ASGI app; serve it with uvicorn (``sam3agent serve http`` does).
+    """
+    api = _Api(agent, limits, dict(info or {}))
+    routes = [
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/v1/info", api.info, methods=["GET"]),
+        Route("/v1/segment", api.segment, methods=["POST"]),
+    ]
+    handlers: dict[Any, Callable[..., Any]] = {HTTPException: _http_error, Exception: _internal_error}
+    return Starlette(routes=routes, exception_handlers=handlers)
+
+
+def error_response(error: ServeError) -> JSONResponse:
+    """The JSON response of a :class:`ServeError`."""
+    return JSONResponse(error.to_dict(), status_code=error.status)
+
+
+def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
+    kinds = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+    message = f"{detail}: {request.method} {request.url.path}" if status in (404, 405) else str(detail)
+    return error_response(ServeError(status, kinds.get(status, "bad_request"), message))
+
+
+def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(ServeError(500, "internal_error", f"internal error ({type(exc).__name__}); "
+                                                            "see the server log"))
+
+
+class _Api:
+    """The endpoints, bound to one agent and one set of limits."""
+
+    def __init__(self, agent: Agent, limits: ServeLimits, info: dict[str, Any]) -> None:
+        self.agent = agent
+        self.limits = limits
+        self.extra_info = info
+        # A JSON body carries the image as base64 (4/3 of its size); a form adds boundaries and fields.
+        self.max_body = (limits.max_upload_bytes * 4) // 3 + _FORM_OVERHEAD
+
+    async def healthz(self, request: Request) -> JSONResponse:
+        """``GET /healthz``: ``{"status": "ok"}``."""
+        return JSONResponse({"status": "ok"})
+
+    async def info(self, request: Request) -> JSONResponse:
+        """``GET /v1/info``: versions, LLM, SAM 3 source, agent config, limits and engine counters."""
+        engine = self.agent.engine
+        engine_info: dict[str, Any] = {"type": type(engine).__name__, "name": str(getattr(engine, "name", ""))}
+        for attr in ("device", "dtype"):
+            if hasattr(engine, attr):
+                engine_info[attr] = str(getattr(engine, attr))
+        stats = getattr(engine, "stats", None)
+        if dataclasses.is_dataclass(stats) and not isinstance(stats, type):
+            engine_info["stats"] = dataclasses.asdict(stats)
+        payload = {
+            "service": "sam3agent",
+            "versions": package_versions(),
+            "llm": {"name": self.agent.llm.name},
+            "engine": engine_info,
+            "config": self.agent.config.model_dump(mode="json"),
+            "limits": self.limits.describe(),
+        }
+        for key, value in self.extra_info.items():
+            current = payload.get(key)
+            payload[key] = {**current, **value} if isinstance(current, dict) and isinstance(value, dict) else value
+        return JSONResponse(payload)
+
+    async def segment(self, request: Request) -> JSONResponse:
+        """``POST /v1/segment``: run the agent on one image (see the module docs)."""
+        try:
+            loader, query, overlay = await self._parse(request)
+            steps = _flag(request.query_params.get("steps"), "steps")
+            overlay = overlay or _flag(request.query_params.get("overlay"), "overlay")
+            result = await load_and_run(self.agent, loader, query, self.limits.request_timeout_s)
+        except ServeError as e:
+            logger.info("POST /v1/segment -> %d %s: %s", e.status, e.kind, e.message)
+            return error_response(e)
+        payload = result.to_dict(include_steps=steps)
+        if overlay:
+            payload["overlay_png"] = base64.b64encode(png_bytes(result.overlay())).decode("ascii")
+        return JSONResponse(payload)
+
+    async def _parse(self, request: Request) -> tuple[Callable[[], ImageHandle], object, bool]:
+        """The image loader, the query and the overlay flag of a segment request."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind not in ("application/json", "multipart/form-data"):
+            raise ServeError(415, "unsupported_media_type",
+                             f"unsupported content type {kind or '(none)'!r}; send multipart/form-data (an image "
+                             "file and a query field) or application/json ({\"image\": base64, \"query\": ...})")
+        body = await self._read_body(request)
+        if kind == "application/json":
+            return self._parse_json(body)
+        return await self._parse_form(request, body)
+
+    async def _read_body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            raise self._body_too_large(int(declared))
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                raise self._body_too_large(size)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _body_too_large(self, size: int) -> ServeError:
+        return ServeError(413, "payload_too_large",
+                          f"the request body is at least {size / 2**20:.2f} MB; this server accepts images up to "
+                          f"{self.limits.max_upload_bytes / 2**20:.2f} MB (--max-upload-mb)")
+
+    def _parse_json(self, body: bytes) -> tuple[Callable[[], ImageHandle], object, bool]:
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise bad_request(f"the body is not valid JSON: {e}") from e
+        if not isinstance(data, dict):
+            raise bad_request('the JSON body must be an object: {"image": base64, "query": "..."}')
+        unknown = sorted(set(data) - {"image", "image_path", "query", "overlay"})
+        if unknown:
+            raise bad_request(f"unknown field(s) {unknown}; expected image or image_path, query, overlay")
+        overlay = data.get("overlay", False)
+        if not isinstance(overlay, bool):
+            raise bad_request("overlay must be true or false")
+        return self._loader(data.get("image"), data.get("image_path")), data.get("query"), overlay
+
+    async def _parse_form(self, request: Request, body: bytes) -> tuple[Callable[[], ImageHandle], object, bool]:
+        async def replay() -> Message:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        try:
+            form = await Request(request.scope, replay).form(max_files=1, max_fields=8, max_part_size=self.max_body)
+        except HTTPException as e:
+            raise bad_request(f"cannot parse the multipart form: {e.detail}") from e
+        image = form.get("image")
+        query = form.get("query")
+        overlay = _flag(_text(form.get("overlay")), "overlay")
+        if isinstance(image, UploadFile):
+            data = await image.read()
+            await form.close()
+            name = image.filename or "<upload>"
+            return functools.partial(decode_image, data, self.limits, name), _text(query), overlay
+        return self._loader(_text(image), _text(form.get("image_path"))), _text(query), overlay
+
+    def _loader(self, image: object, image_path: object) -> Callable[[], ImageHandle]:
+        if image is not None and image_path is not None:
+            raise bad_request("send either image or image_path, not both")
+        if image_path is not None:
+            if not isinstance(image_path, str) or not image_path:
+                raise bad_request("image_path must be a non-empty string")
+            return functools.partial(read_image_file, image_path, self.limits)
+        if image is None:
+            raise bad_request("image is required: a file field (multipart), or base64 / a data URL (JSON)")
+        if not isinstance(image, str):
+            raise bad_request("image must be a string: base64 image bytes or a data URL")
+        return functools.partial(load_image, image, self.limits, allow_paths=False)
+
+
+def _text(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise bad_request("expected a text field, got a file")
+
+
+def _flag(value: str | None, name: str) -> bool:
+    if value is None:
+        return False
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise bad_request(f"{name} must be 1/true or 0/false, got {value!r}")
