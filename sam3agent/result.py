@@ -224,8 +224,9 @@ class AgentResult:
         return data
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``overlay.png``, ``mask.png``, ``result.json``, ``trajectory.json`` and ``images/``.
+        """Write ``overlay.png``, ``mask.png``, ``result.json``, ``trajectory.json``/``.html`` and ``images/``.
 
+        ``trajectory.html`` is a self-contained page of the whole run (see :mod:`sam3agent.viewer`).
         ``images/`` holds every image the model saw, named ``<order>_<digest12>.<ext>``;
         ``trajectory.json`` maps image digests to those files. Existing files of the same names
         in ``directory`` are overwritten; use one directory per run.
@@ -249,6 +250,9 @@ class AgentResult:
         trajectory = {"schema_version": SCHEMA_VERSION, "query": self.query, "status": self.status,
                       "image_files": files, "steps": [s.to_dict() for s in self.steps]}
         (out / "trajectory.json").write_text(json.dumps(trajectory, indent=2), "utf-8")
+        from sam3agent.viewer import render_trajectory_html
+
+        (out / "trajectory.html").write_text(render_trajectory_html(self), "utf-8")
         return out
 
 

@@ -61,7 +61,7 @@ async def test_save_writes_every_file(image, masks, engine, tmp_path: Path) -> N
     result = await _run(image, engine)
     out = result.save(tmp_path / "run")
     names = {p.name for p in out.iterdir()}
-    assert names == {"overlay.png", "mask.png", "result.json", "trajectory.json", "images"}
+    assert names == {"overlay.png", "mask.png", "result.json", "trajectory.json", "trajectory.html", "images"}
     with Image.open(out / "overlay.png") as overlay:
         assert overlay.size == (80, 60)
     with Image.open(out / "mask.png") as mask:
