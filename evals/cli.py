@@ -1,13 +1,14 @@
 """Command line for the evals: ``python -m evals <dataset> <command> ...``.
 
 Layout: the top-level subcommands are datasets (``reasonseg``, ``omnilabel``); each has its own
-subcommands (``score`` today). A new command is one ``_add_<dataset>_<command>(subparsers)``
+subcommands (``score``, ``run``). A new command is one ``_add_<dataset>_<command>(subparsers)``
 function that declares its arguments and sets ``func`` to a ``cmd_*(args) -> int`` handler, called
-from :func:`build_parser`; a dataset-independent command (e.g. ``merge``) is added to the
-top-level subparsers the same way.
+from :func:`build_parser`; a dataset-independent command (``merge``) is added to the top-level
+subparsers the same way.
 
 Exit codes: 0 success, 2 bad input or usage (the message names the file and the fix, no
-traceback). Only this module prints; the library logs.
+traceback), 3 a run stopped after too many consecutive LLM backend failures (rerun to resume),
+130 interrupted. Only this module prints; the library logs.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 
 from evals import omnilabel, reasonseg
 from evals.errors import EvalInputError
+from evals.run_options import RunReport, add_run_arguments
+from evals.runner import RunAborted
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -59,6 +62,43 @@ def _add_reasonseg_score(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_reasonseg_score)
 
 
+def _finish_run(run: Callable[[argparse.Namespace], RunReport], args: argparse.Namespace) -> int:
+    """Run a ``run``/``merge`` command: print the summary, map an abort or Ctrl-C to its exit code."""
+    try:
+        report = run(args)
+    except RunAborted as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; finished samples are kept in {args.out}; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+    print(report.markdown, end="")
+    print(f"\nsummary: {report.paths.summary_json}  samples: {report.paths.samples}")
+    return 0
+
+
+def cmd_reasonseg_run(args: argparse.Namespace) -> int:
+    """Run the agent over a ReasonSeg split (resumable)."""
+    from evals import run_reasonseg
+
+    return _finish_run(run_reasonseg.run, args)
+
+
+def _add_reasonseg_run(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "run", help="run sam3agent over a split and score it (resumable, concurrent)",
+        description="Run the agent on text[0] of every sample with K samples in flight sharing one SAM 3, "
+                    "write RUN_DIR/samples.jsonl and masks/<id>.png as samples finish, and summary.json / "
+                    "summary.md (beside the paper's Table 8) at the end. Rerun the same command to resume.")
+    p.add_argument("--data", type=Path, required=True, metavar="DIR",
+                   help="ReasonSeg split folder with <id>.jpg + <id>.json (e.g. ReasonSeg/val)")
+    p.add_argument("--split", choices=["train", "val", "test"], default=None,
+                   help="which split DIR is, for the paper comparison (default: DIR's folder name)")
+    add_run_arguments(p)
+    p.set_defaults(func=cmd_reasonseg_run)
+
+
 # ----------------------------------------------------------------------------- omnilabel
 
 
@@ -89,6 +129,49 @@ def _add_omnilabel_score(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_omnilabel_score)
 
 
+def cmd_omnilabel_run(args: argparse.Namespace) -> int:
+    """Run the paper's OmniLabel protocol with the agent (resumable)."""
+    from evals import run_omnilabel
+
+    return _finish_run(run_omnilabel.run, args)
+
+
+def _add_omnilabel_run(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "run", help="run sam3agent on every (image, description) pair and score the boxes",
+        description="Free-form descriptions go through the agent, category names straight to SAM 3; boxes "
+                    "from the selected masks with SAM 3's scores. Writes RUN_DIR/predictions.json (official "
+                    "format) and scores it. --limit / --shard select images. Rerun the same command to resume.")
+    p.add_argument("--gt", type=Path, required=True, metavar="FILE", help="OmniLabel ground-truth JSON")
+    p.add_argument("--images", type=Path, required=True, metavar="DIR",
+                   help="folder the ground truth's file_name entries are relative to")
+    p.add_argument("--categories-through-agent", action="store_true",
+                   help="send category names through the agent too (default: straight to SAM 3, as the paper)")
+    add_run_arguments(p)
+    p.set_defaults(func=cmd_omnilabel_run)
+
+
+# ----------------------------------------------------------------------------- merge
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    """Merge shard run directories."""
+    from evals import merge
+
+    return _finish_run(lambda a: merge.merge(a.run_dirs, a.out, a.gt), args)
+
+
+def _add_merge(top: argparse._SubParsersAction) -> None:
+    p = top.add_parser("merge", help="merge --shard i/N run directories into one run and summary",
+                       description="Merge the shard directories of one command (all N of them, each finished) "
+                                   "into one samples.jsonl, masks/ and the summary an unsharded run would write.")
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="shard run directories")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output run directory")
+    p.add_argument("--gt", type=Path, default=None, metavar="FILE",
+                   help="OmniLabel ground truth (default: the path recorded in the shards' manifests)")
+    p.set_defaults(func=cmd_merge)
+
+
 # ----------------------------------------------------------------------------- entry point
 
 
@@ -97,13 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m evals", description="Score sam3agent (or any method) on ReasonSeg and OmniLabel.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    top = parser.add_subparsers(dest="group", required=True, metavar="DATASET")
+    top = parser.add_subparsers(dest="group", required=True, metavar="DATASET|merge")
     rs = top.add_parser("reasonseg", help="ReasonSeg: gIoU / cIoU")
     rs_commands = rs.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_reasonseg_score(rs_commands)
+    _add_reasonseg_run(rs_commands)
     ol = top.add_parser("omnilabel", help="OmniLabel: AP descr / categ / S / M / L")
     ol_commands = ol.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_omnilabel_score(ol_commands)
+    _add_omnilabel_run(ol_commands)
+    _add_merge(top)
     return parser
 
 

@@ -1,0 +1,296 @@
+"""What the ``run`` commands share: their flags, shard selection, the backend, the manifest.
+
+The LLM / SAM 3 / agent flags are :mod:`sam3agent.backend_options`'s, so ``python -m evals ...
+run`` accepts exactly what ``sam3agent`` does. A hidden ``--_fake-backend MODULE:FUNC`` flag is
+**for tests only** (not shown in ``--help``): it calls ``FUNC(args, config)``, which returns an
+``(llm, engine)`` pair built in-process (a scripted LLM and a fake engine), so a real subprocess
+can be run, killed and resumed without a model or a server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import hashlib
+import importlib
+import importlib.metadata
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from evals.errors import EvalInputError
+from evals.rundir import RunPaths
+from evals.runner import RunSettings
+from sam3agent.backend_options import add_backend_arguments, build_config, build_engine, build_llm, llm_settings
+from sam3agent.backend_options import sam3_source as backend_sam3_source
+from sam3agent.config import AgentConfig
+from sam3agent.llm.base import LLM
+from sam3core.protocol import SegmentEngine
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+PACKAGES = ("sam3agent", "torch", "torchvision", "transformers", "supervision", "numpy", "pycocotools",
+            "opencv-python-headless", "pillow", "openai")
+"""Distributions whose versions the manifest records."""
+
+
+# ----------------------------------------------------------------------------- flags
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from e
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A deterministic slice of the work: item ``k`` of the sorted list belongs to shard ``k % count``.
+
+    Attributes:
+        index: 0-based shard index (``0 <= index < count``).
+        count: Number of shards.
+    """
+
+    index: int
+    count: int
+
+    def select(self, items: Sequence[T]) -> list[T]:
+        """The items of this shard, in their given order."""
+        return [x for k, x in enumerate(items) if k % self.count == self.index]
+
+    def to_dict(self) -> dict[str, int]:
+        """``{"index", "count"}``."""
+        return {"index": self.index, "count": self.count}
+
+
+def parse_shard(text: str) -> Shard:
+    """Parse ``i/N`` (0-based ``i``), e.g. ``0/4`` .. ``3/4``.
+
+    Raises:
+        argparse.ArgumentTypeError: If the text is not ``i/N`` with ``0 <= i < N``.
+    """
+    try:
+        index_text, count_text = text.split("/")
+        index, count = int(index_text), int(count_text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--shard takes i/N, e.g. 0/4 (got {text!r})") from e
+    if count < 1 or not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"--shard i/N needs 0 <= i < N (got {text!r}); shards are 0-based")
+    return Shard(index, count)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags every ``run`` command has (output, selection, concurrency, extras, backend)."""
+    run = parser.add_argument_group("run")
+    run.add_argument("--out", type=Path, required=True, metavar="RUN_DIR",
+                     help="run directory (created; rerunning the same command resumes it)")
+    run.add_argument("--limit", type=_positive, default=None, metavar="N",
+                     help="only the first N items of the (sharded) selection")
+    run.add_argument("--concurrency", type=_positive, default=8, metavar="K",
+                     help="samples in flight at once, sharing one SAM 3 engine (default 8)")
+    run.add_argument("--shard", type=parse_shard, default=None, metavar="i/N",
+                     help="run the i-th of N deterministic slices (0-based); combine with 'merge'")
+    run.add_argument("--max-consecutive-failures", type=_positive, default=5, metavar="N",
+                     help="stop after N LLM backend failures in a row (default 5); rerun to resume")
+    run.add_argument("--save-overlays", action="store_true",
+                     help="write RUN_DIR/overlays/<id>.jpg: ground truth beside the prediction")
+    run.add_argument("--save-trajectories", action="store_true",
+                     help="write RUN_DIR/trajectories/<id>/ (images the model saw, every step)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # For tests only, hidden from --help: MODULE:FUNC builds (llm, engine) in-process (see the module docstring).
+    parser.add_argument("--_fake-backend", dest="fake_backend", default=None, help=argparse.SUPPRESS)
+    add_backend_arguments(parser)
+
+
+def run_settings(args: argparse.Namespace) -> RunSettings:
+    """The runner settings the flags describe."""
+    return RunSettings(concurrency=args.concurrency, max_consecutive_failures=args.max_consecutive_failures,
+                       progress=not args.no_progress)
+
+
+def select(items: Sequence[T], args: argparse.Namespace) -> list[T]:
+    """Apply ``--shard`` then ``--limit`` to items already in their canonical (sorted) order."""
+    chosen = args.shard.select(items) if args.shard else list(items)
+    return chosen[: args.limit] if args.limit else chosen
+
+
+# ----------------------------------------------------------------------------- backend
+
+
+@dataclass
+class Backend:
+    """The LLM and the one shared engine of a run, and how the manifest names them.
+
+    Attributes:
+        llm: The planning MLLM backend.
+        engine: The segmentation engine (shared by every agent).
+        llm_id: Identity of the LLM for the manifest (kind and model).
+        sam3_id: Identity of SAM 3 for the manifest (hub id or directory).
+        info: Non-identity details (endpoint URL, key variable).
+    """
+
+    llm: LLM
+    engine: SegmentEngine
+    llm_id: dict[str, Any]
+    sam3_id: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    async def aclose(self) -> None:
+        """Release the HTTP client and stop the engine's worker (whichever exist)."""
+        aclose = getattr(self.llm, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
+
+
+def _load_hook(spec: str) -> Callable[[argparse.Namespace, AgentConfig], tuple[LLM, SegmentEngine]]:
+    module_name, _, func_name = spec.partition(":")
+    if not module_name or not func_name:
+        raise EvalInputError(f"--_fake-backend takes MODULE:FUNC (got {spec!r})")
+    try:
+        return getattr(importlib.import_module(module_name), func_name)  # type: ignore[no-any-return]
+    except (ImportError, AttributeError) as e:
+        raise EvalInputError(f"--_fake-backend {spec}: {e}") from e
+
+
+def backend_identity(args: argparse.Namespace) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """``(llm_id, sam3_id, info)`` as the manifest records them, without building anything."""
+    if args.fake_backend:
+        return {"kind": "test-hook", "model": args.fake_backend}, "test-hook", {}
+    settings = llm_settings(args)
+    llm_id = {"kind": settings["kind"], "model": settings["model"]}
+    info = {k: v for k, v in settings.items() if k not in llm_id}
+    return llm_id, backend_sam3_source(args), info
+
+
+def build_backend(args: argparse.Namespace, config: AgentConfig) -> Backend:
+    """Build the LLM and load SAM 3 as the flags say (or call the test hook).
+
+    Raises:
+        EvalInputError: If SAM 3 or an in-process MLLM cannot be loaded (the message names the fix).
+    """
+    llm_id, sam3_id, info = backend_identity(args)
+    if args.fake_backend:
+        llm, engine = _load_hook(args.fake_backend)(args, config)
+        return Backend(llm=llm, engine=engine, llm_id=llm_id, sam3_id=sam3_id, info=info)
+    from sam3agent.llm.transformers_local import ModelLoadError
+    from sam3core.loading import Sam3LoadError
+
+    try:
+        llm = build_llm(args, prompt_version=config.prompt_version)
+        logger.info("loading SAM 3 from %s", sam3_id)
+        engine = build_engine(args)
+    except (Sam3LoadError, ModelLoadError) as e:
+        raise EvalInputError(str(e)) from e
+    return Backend(llm=llm, engine=engine, llm_id=llm_id, sam3_id=sam3_id, info=info)
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What a finished ``run`` (or ``merge``) returns.
+
+    Attributes:
+        paths: The run directory.
+        summary: The ``summary.json`` object.
+        markdown: The ``summary.md`` text.
+    """
+
+    paths: RunPaths
+    summary: dict[str, Any]
+    markdown: str
+
+
+# ----------------------------------------------------------------------------- manifest
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of :data:`PACKAGES` (None when not installed); nothing is imported."""
+    out: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_manifest(args: argparse.Namespace, config: AgentConfig, *, dataset: dict[str, Any],
+                   options: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """The manifest of a run: everything in it but ``info`` must match to resume.
+
+    Args:
+        args: The parsed flags (for the backend identity and shard).
+        config: The agent settings.
+        dataset: Dataset identity (name, split, fingerprint, counts).
+        options: Dataset-specific protocol switches.
+        info: Recorded, never compared (paths).
+    """
+    llm_id, sam3_id, backend_info = backend_identity(args)
+    return {
+        "schema_version": 1,
+        "dataset": dataset,
+        "shard": args.shard.to_dict() if args.shard else None,
+        "options": options,
+        "agent": config.model_dump(mode="json"),
+        "llm": llm_id,
+        "sam3": sam3_id,
+        "packages": package_versions(),
+        "info": {**info, **backend_info, "command": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+    }
+
+
+def agent_config(args: argparse.Namespace) -> AgentConfig:
+    """:func:`sam3agent.backend_options.build_config`, with a bad setting reported as user input."""
+    try:
+        return build_config(args)
+    except ValueError as e:
+        raise EvalInputError(f"invalid agent settings: {e}") from e
+
+
+def widen_default_executor(concurrency: int) -> None:
+    """Give the running loop's ``to_thread`` pool room for ``concurrency`` agents.
+
+    Image decoding, rendering and file writes run there; asyncio's default pool has only
+    ``cpu_count + 4`` threads, which would serialize many agents on a small machine.
+    """
+    workers = max(8, 2 * concurrency + 4)
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evals"))
+
+
+def write_viewer_index(run_dir: Path) -> Path | None:
+    """Call ``sam3agent.viewer.write_eval_index(run_dir)`` when that module exists; else do nothing."""
+    try:
+        viewer = importlib.import_module("sam3agent.viewer")
+    except ImportError:
+        logger.debug("sam3agent.viewer not available; no HTML index")
+        return None
+    write = getattr(viewer, "write_eval_index", None)
+    if write is None:
+        return None
+    path: Path = write(run_dir)
+    logger.info("HTML index: %s", path)
+    return path
