@@ -101,8 +101,10 @@ class Agent:
         """
         if not isinstance(query, str) or not query.strip():
             raise ValueError("query must be a non-empty string describing what to segment")
+        started = time.perf_counter()
         handle = await asyncio.to_thread(self.engine.prepare, image)
         state = await self._start(handle, query.strip())
+        state.started = started  # wall time covers decoding and the first image encode too
         cfg = self.config
         try:
             async with asyncio.timeout(cfg.timeout_s) as deadline:

@@ -89,3 +89,24 @@ async def test_empty_answer_serialises(image, engine) -> None:
     assert len(detections_from_list([], 60, 80)) == 0
     assert result.mask().shape == (60, 80) and not result.mask().any()
     assert result.overlay().size == (80, 60)
+
+
+def test_wall_seconds_cover_the_whole_run() -> None:
+    """Totals.wall_seconds includes image preparation, not only the turns."""
+    import time
+
+    import numpy as np
+
+    from sam3agent import Agent
+    from sam3agent.llm.scripted import ScriptedLLM
+    from sam3core.fake import FakeEngine
+
+    class SlowPrepare(FakeEngine):
+        def prepare(self, image):  # type: ignore[no-untyped-def]
+            time.sleep(0.2)
+            return super().prepare(image)
+
+    llm = ScriptedLLM(['<tool>{"name": "report_no_mask", "parameters": {}}</tool>'])
+    result = Agent(llm, SlowPrepare()).run(np.zeros((20, 30, 3), np.uint8), "a cat")
+    assert result.status == "no_mask"
+    assert result.totals.wall_seconds >= 0.2
