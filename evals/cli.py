@@ -22,6 +22,7 @@ from pathlib import Path
 
 from evals import omnilabel, reasonseg
 from evals.errors import EvalInputError
+from evals.ray_runner import add_ray_command
 from evals.run_options import RunReport, add_run_arguments
 from evals.runner import RunAborted
 
@@ -180,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m evals", description="Score sam3agent (or any method) on ReasonSeg and OmniLabel.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    top = parser.add_subparsers(dest="group", required=True, metavar="DATASET|merge")
+    top = parser.add_subparsers(dest="group", required=True, metavar="DATASET|merge|ray")
     rs = top.add_parser("reasonseg", help="ReasonSeg: gIoU / cIoU")
     rs_commands = rs.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_reasonseg_score(rs_commands)
@@ -190,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_omnilabel_score(ol_commands)
     _add_omnilabel_run(ol_commands)
     _add_merge(top)
+    add_ray_command(top)  # ray <dataset>: shards as Ray tasks, merged (evals/ray_runner.py)
     return parser
 
 
