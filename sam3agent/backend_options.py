@@ -81,6 +81,30 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     agent.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 0)")
     agent.add_argument("--seed", type=int, default=None, help="sampling seed sent with every call (default 0)")
     agent.add_argument("--timeout", type=float, default=None, metavar="S", help="wall-clock limit of one run")
+    agent.add_argument("--score-threshold", type=_unit_interval, default=None, metavar="T",
+                       help="SAM 3 score threshold of segment_phrase (default 0.5)")
+    agent.add_argument("--max-masks", type=_positive_int, default=None, metavar="N",
+                       help="keep at most N masks per phrase (default 100)")
+
+
+def _unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from e
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from e
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
 
 
 def build_config(args: argparse.Namespace) -> AgentConfig:
@@ -95,6 +119,9 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         overrides["max_llm_calls"] = args.max_turns
     if args.timeout is not None:
         overrides["timeout_s"] = args.timeout
+    for name in ("score_threshold", "max_masks"):
+        if getattr(args, name, None) is not None:
+            overrides[name] = getattr(args, name)
     sampling: dict[str, Any] = {}
     if args.temperature is not None:
         sampling["temperature"] = args.temperature

@@ -47,20 +47,6 @@ def _error(message: str) -> None:
     print(f"error: {' '.join(message.split())}", file=sys.stderr)
 
 
-def _unit(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``sam3agent`` parser (``eval`` and ``serve`` are listed here but dispatched before parsing)."""
     parser = argparse.ArgumentParser(
@@ -77,10 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("query", help="what to segment, e.g. 'the mug the person is holding'")
     run.add_argument("--out", type=Path, default=None, metavar="DIR",
                      help=f"write the result here (default: a new folder under ./{RUNS_ROOT}/)")
-    run.add_argument("--score-threshold", type=_unit, default=None, metavar="T",
-                     help="SAM 3 score threshold of segment_phrase (default 0.5)")
-    run.add_argument("--max-masks", type=_positive, default=None, metavar="N",
-                     help="keep at most N masks per phrase (default 100)")
     bo.add_backend_arguments(run)
     run.set_defaults(func=cmd_run)
     commands.add_parser("eval", add_help=False, help="evaluate on a dataset: `sam3agent eval --help` "
@@ -119,17 +101,6 @@ def new_run_dir(root: Path = RUNS_ROOT) -> Path:
         except FileExistsError:
             continue
         return path.resolve()
-
-
-def _run_config(args: argparse.Namespace) -> AgentConfig:
-    from sam3agent.config import AgentConfig
-
-    config = bo.build_config(args)
-    overrides = {k: v for k, v in (("score_threshold", args.score_threshold), ("max_masks", args.max_masks))
-                 if v is not None}
-    if not overrides:
-        return config
-    return AgentConfig.model_validate({**config.model_dump(exclude={"prompt_version"}), **overrides})
 
 
 def _preflight(settings: dict[str, Any]) -> str | None:
@@ -217,7 +188,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         image = prepare_image(args.image)
-        config = _run_config(args)
+        config = bo.build_config(args)
     except ValueError as e:
         _error(str(e))
         return EXIT_USAGE
