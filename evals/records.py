@@ -129,7 +129,15 @@ def engine_fields(detections: sv.Detections, phrase: str, seconds: float) -> dic
 
 
 def failed_fields(error: LLMBackendError) -> dict[str, Any]:
-    """The outcome fields of a sample whose LLM backend failed for good (scored as empty)."""
+    """The outcome fields of a sample whose LLM backend failed for good (scored as empty).
+
+    When the agent attached the run so far (``error.partial_result``), its turns, phrases, model
+    mistakes, LLM calls, tokens and timings are kept, so the cost of failed samples is counted.
+    """
+    partial = getattr(error, "partial_result", None)
+    if partial is not None:
+        return {**agent_fields(partial), "status": "failed", "reason": "the LLM backend failed",
+                "error": str(error)}
     return {
         "status": "failed",
         "turns": 0,

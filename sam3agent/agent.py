@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from sam3agent.config import AgentConfig
 from sam3agent.context import append_exchange, build_request
 from sam3agent.examine import examine_masks
-from sam3agent.llm.base import LLM, Completion, ImagePart, Message, TextPart
+from sam3agent.llm.base import LLM, Completion, ImagePart, LLMBackendError, Message, TextPart
 from sam3agent.parsing import ParsedCall, ParseError, parse_completion
 from sam3agent.prompts import load_prompts
 from sam3agent.render import encode_image, render_marks
@@ -109,6 +109,11 @@ class Agent:
         try:
             async with asyncio.timeout(cfg.timeout_s) as deadline:
                 await self._drive(state)
+        except LLMBackendError as e:
+            # the backend failed for good: callers (e.g. the eval runner) still get what the run cost
+            state.reason = f"the LLM backend failed: {e}"
+            e.partial_result = self._result(state)
+            raise
         except TimeoutError:
             if not deadline.expired():
                 raise

@@ -179,12 +179,17 @@ class LLMBackendError(RuntimeError):
     Attributes:
         endpoint: The endpoint or model that failed.
         last_error: The last underlying error.
+        attempts: Attempts made.
+        partial_result: Set by ``Agent.arun`` when the failure ended a run: the ``AgentResult`` so
+            far (status ``budget_exhausted`` with the backend's failure as reason), so callers can
+            account for the turns and tokens spent.
     """
 
     def __init__(self, endpoint: str, last_error: BaseException | str, attempts: int = 1) -> None:
         self.endpoint = endpoint
         self.last_error = last_error
         self.attempts = attempts
+        self.partial_result: object | None = None
         super().__init__(f"LLM backend {endpoint} failed after {attempts} attempt(s): {last_error}")
 
 

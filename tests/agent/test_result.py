@@ -110,3 +110,27 @@ def test_wall_seconds_cover_the_whole_run() -> None:
     result = Agent(llm, SlowPrepare()).run(np.zeros((20, 30, 3), np.uint8), "a cat")
     assert result.status == "no_mask"
     assert result.totals.wall_seconds >= 0.2
+
+
+def test_backend_failure_carries_the_run_so_far() -> None:
+    """LLMBackendError out of arun holds the partial result: the turns and tokens already spent."""
+    import numpy as np
+    import pytest
+
+    from evals.records import failed_fields
+    from sam3agent import Agent
+    from sam3agent.llm.base import LLMBackendError
+    from sam3agent.llm.scripted import ScriptedLLM
+    from sam3core.fake import FakeEngine
+
+    mask = np.zeros((20, 30), bool)
+    mask[2:9, 3:12] = True
+    llm = ScriptedLLM(['<tool>{"name": "segment_phrase", "parameters": {"text_prompt": "cat"}}</tool>'])
+    with pytest.raises(LLMBackendError) as info:  # the script runs out on the second call
+        Agent(llm, FakeEngine({"cat": [mask]})).run(np.zeros((20, 30, 3), np.uint8), "a cat")
+    partial = info.value.partial_result
+    assert partial is not None and partial.totals.turns == 1
+    assert "backend failed" in partial.reason
+    fields = failed_fields(info.value)
+    assert fields["status"] == "failed" and fields["turns"] == 1 and fields["phrases"] == ["cat"]
+    assert fields["error"]
