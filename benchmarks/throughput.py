@@ -302,6 +302,7 @@ async def run_mode(name: str, *, reference: bool, concurrency: int, samples: Seq
             agent = Agent(llm, engine, configs[sample.query])
             return await agent.arun(sample.image_path, sample.query)
 
+    logger.info("%s: %d samples at concurrency %d ...", name, len(samples), concurrency)
     try:
         start = time.perf_counter()
         results = await asyncio.gather(*(one(s) for s in samples))
@@ -536,14 +537,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep-width", type=int, default=1024)
     parser.add_argument("--sweep-cache-gb", type=int, default=4, help="engine cache budget in the sweep")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (progress is always on stderr)")
     args = parser.parse_args(argv)
     if args.samples < 1 or (args.sequential_samples is not None and args.sequential_samples < 1):
         parser.error("--samples and --sequential-samples must be >= 1")
     if args.sweep_only and not args.batch_sweep:
         parser.error("--sweep-only needs --batch-sweep")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logger.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    logger.setLevel(logging.DEBUG if args.verbose else logging.INFO)  # per-mode progress on stderr
     report = asyncio.run(run(args))
     if args.json:
         print(json.dumps(report))
