@@ -27,6 +27,7 @@ from evals.errors import EvalInputError
 from evals.rundir import RunPaths
 from evals.runner import RunSettings
 from sam3agent.backend_options import add_backend_arguments, build_config, build_engine, build_llm, llm_settings
+from sam3agent.backend_options import positive_int as _positive
 from sam3agent.backend_options import sam3_source as backend_sam3_source
 from sam3agent.config import AgentConfig
 from sam3agent.llm.base import LLM
@@ -42,16 +43,6 @@ PACKAGES = ("sam3agent", "torch", "torchvision", "transformers", "supervision", 
 
 
 # ----------------------------------------------------------------------------- flags
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from e
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     agent.add_argument("--timeout", type=float, default=None, metavar="S", help="wall-clock limit of one run")
     agent.add_argument("--score-threshold", type=_unit_interval, default=None, metavar="T",
                        help="SAM 3 score threshold of segment_phrase (default 0.5)")
-    agent.add_argument("--max-masks", type=_positive_int, default=None, metavar="N",
+    agent.add_argument("--max-masks", type=positive_int, default=None, metavar="N",
                        help="keep at most N masks per phrase (default 100)")
 
 
@@ -97,7 +97,8 @@ def _unit_interval(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
     try:
         value = int(text)
     except ValueError as e:
