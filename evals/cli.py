@@ -176,10 +176,10 @@ def _add_merge(top: argparse._SubParsersAction) -> None:
 # ----------------------------------------------------------------------------- entry point
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m evals") -> argparse.ArgumentParser:
     """The full parser: ``<dataset> <command>`` subparsers, each command setting ``func``."""
     parser = argparse.ArgumentParser(
-        prog="python -m evals", description="Score sam3agent (or any method) on ReasonSeg and OmniLabel.")
+        prog=prog, description="Score sam3agent (or any method) on ReasonSeg and OmniLabel.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     top = parser.add_subparsers(dest="group", required=True, metavar="DATASET|merge|ray")
     rs = top.add_parser("reasonseg", help="ReasonSeg: gIoU / cIoU")
@@ -195,9 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m evals") -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return its exit code."""
-    parser = build_parser()
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(int(args.verbose), 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)

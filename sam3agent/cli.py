@@ -264,7 +264,7 @@ def _delegate(command: str, argv: list[str]) -> int:
     if command == "eval":
         from evals.cli import main as eval_main
 
-        return eval_main(argv)
+        return eval_main(argv, prog="sam3agent eval")
     try:
         from sam3agent.serve.cli import main as serve_main
     except ModuleNotFoundError as e:
