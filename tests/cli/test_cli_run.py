@@ -152,9 +152,9 @@ def test_eval_delegates_to_evals(capsys, monkeypatch) -> None:
     seen: list[list[str]] = []
     import evals.cli
 
-    monkeypatch.setattr(evals.cli, "main", lambda argv: seen.append(list(argv)) or 7)
+    monkeypatch.setattr(evals.cli, "main", lambda argv, prog: seen.append([prog, *argv]) or 7)
     assert main(["eval", "reasonseg", "score", "--data", "d"]) == 7
-    assert seen == [["reasonseg", "score", "--data", "d"]]
+    assert seen == [["sam3agent eval", "reasonseg", "score", "--data", "d"]]
 
 
 def test_eval_help_is_the_evals_help(capsys) -> None:
