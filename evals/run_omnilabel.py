@@ -33,12 +33,11 @@ from evals.records import agent_fields, detection_boxes, engine_fields, failed_f
 from evals.run_options import (
     RunReport,
     agent_config,
-    build_backend,
     build_manifest,
     file_sha256,
+    run_backend,
     run_settings,
     select,
-    widen_default_executor,
     write_viewer_index,
 )
 from evals.rundir import (
@@ -47,7 +46,6 @@ from evals.rundir import (
     atomic_write_bytes,
     atomic_write_text,
     check_manifest,
-    ensure_manifest,
 )
 from evals.runner import Artifacts, SampleOutput, run_samples
 from evals.summary import Column, build_summary, write_summary
@@ -304,18 +302,12 @@ def _check_images(gt: OmniLabelGT, image_ids: Sequence[int], images_dir: Path) -
 
 async def _execute(args: argparse.Namespace, config: AgentConfig, gt: OmniLabelGT, image_ids: Sequence[int],
                    paths: RunPaths, manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    widen_default_executor(args.concurrency)
-    backend = build_backend(args, config)
-    try:
-        ensure_manifest(paths, manifest)  # a new run's manifest is written once its backend has loaded
-        agent = Agent(backend.llm, backend.engine, config)
+    async with run_backend(args, config, paths, manifest) as (backend, agent):
         ctx = PairContext(gt=gt, images_dir=Path(args.images), agent=agent, config=config,
                           handles=HandleCache(backend.engine, args.concurrency + 2),
                           save_trajectories=args.save_trajectories, save_overlays=args.save_overlays)
         tasks = build_tasks(gt, image_ids, ctx, args.categories_through_agent)
         return await run_samples(paths, tasks, metric=BoxCountMetric(), settings=run_settings(args))
-    finally:
-        await backend.aclose()
 
 
 def run(args: argparse.Namespace) -> RunReport:

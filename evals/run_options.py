@@ -12,19 +12,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import importlib
 import importlib.metadata
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from evals.errors import EvalInputError
-from evals.rundir import RunPaths
+from evals.rundir import RunPaths, ensure_manifest
 from evals.runner import RunSettings
 from sam3agent.backend_options import add_backend_arguments, build_config, build_engine, build_llm, llm_settings
 from sam3agent.backend_options import positive_int as _positive
@@ -270,6 +271,25 @@ def widen_default_executor(concurrency: int) -> None:
     workers = max(8, 2 * concurrency + 4)
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evals"))
+
+
+@contextlib.asynccontextmanager
+async def run_backend(args: argparse.Namespace, config: AgentConfig, paths: RunPaths,
+                      manifest: dict[str, Any]) -> AsyncIterator[tuple[Backend, Any]]:
+    """Load the run's backend and yield ``(backend, agent)``; close the backend afterwards.
+
+    The thread pool is widened for ``args.concurrency`` agents, and a new run's manifest is written
+    only once its backend has loaded (so a typo in ``--sam3`` does not fix a bad setup on disk).
+    """
+    from sam3agent.agent import Agent
+
+    widen_default_executor(args.concurrency)
+    backend = build_backend(args, config)
+    try:
+        ensure_manifest(paths, manifest)
+        yield backend, Agent(backend.llm, backend.engine, config)
+    finally:
+        await backend.aclose()
 
 
 def write_viewer_index(run_dir: Path) -> Path | None:

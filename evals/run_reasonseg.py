@@ -29,14 +29,13 @@ from evals.records import agent_fields, failed_fields, mask_rle
 from evals.run_options import (
     RunReport,
     agent_config,
-    build_backend,
     build_manifest,
+    run_backend,
     run_settings,
     select,
-    widen_default_executor,
     write_viewer_index,
 )
-from evals.rundir import RunLock, RunPaths, atomic_write_bytes, check_manifest, ensure_manifest
+from evals.rundir import RunLock, RunPaths, atomic_write_bytes, check_manifest
 from evals.runner import Artifacts, SampleOutput, run_samples
 from evals.summary import Column, build_summary, write_summary
 from sam3agent.agent import Agent
@@ -178,15 +177,9 @@ def summarize(manifest: dict[str, Any], records: Sequence[dict[str, Any]]) -> di
 
 async def _execute(args: argparse.Namespace, config: AgentConfig, samples: Sequence[ReasonSegSample],
                    paths: RunPaths, manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    widen_default_executor(args.concurrency)
-    backend = build_backend(args, config)
-    try:
-        ensure_manifest(paths, manifest)  # a new run's manifest is written once its backend has loaded
-        agent = Agent(backend.llm, backend.engine, config)
+    async with run_backend(args, config, paths, manifest) as (_, agent):
         tasks = [ReasonSegTask(s, agent, args.save_trajectories, args.save_overlays) for s in samples]
         return await run_samples(paths, tasks, metric=GIoUMetric(), settings=run_settings(args))
-    finally:
-        await backend.aclose()
 
 
 def run(args: argparse.Namespace) -> RunReport:
