@@ -15,7 +15,7 @@ datasets:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import supervision as sv
@@ -69,18 +69,53 @@ def xyxy_to_xywh(xyxy: np.ndarray) -> list[float]:
     return [x1, y1, x2 - x1 + 1.0, y2 - y1 + 1.0]
 
 
-def detection_boxes(detections: sv.Detections) -> list[dict[str, Any]]:
+def predicted_box_xywh(xyxy: np.ndarray) -> list[float]:
+    """A predicted box, continuous pixel ``(x1, y1, x2, y2)``, as COCO ``[x1, y1, x2 - x1, y2 - y1]``.
+
+    SAM 3's predicted boxes (``data["predicted_xyxy"]``) are continuous: x2/y2 are the
+    right/bottom edges, so the width is ``x2 - x1`` (no ``+ 1``, unlike :func:`xyxy_to_xywh`).
+    """
+    x1, y1, x2, y2 = (float(v) for v in xyxy)
+    return [x1, y1, x2 - x1, y2 - y1]
+
+
+BoxSource = Literal["mask", "predicted"]
+"""Where OmniLabel boxes come from: the answer's masks or SAM 3's predicted boxes."""
+
+
+def detection_boxes(detections: sv.Detections, box_source: BoxSource = "mask") -> list[dict[str, Any]]:
     """One ``{"bbox": [x, y, w, h], "score": s}`` per detection, in detection order.
 
-    Boxes come from the masks (see :func:`mask_box_xywh`); a detection without a mask uses its
-    inclusive ``xyxy``. Empty masks are skipped.
+    Args:
+        detections: The answer.
+        box_source: ``"mask"``: boxes enclose the masks (see :func:`mask_box_xywh`; a detection
+            without a mask uses its inclusive ``xyxy``). ``"predicted"``: SAM 3's own predicted
+            boxes from ``data["predicted_xyxy"]`` (see :func:`predicted_box_xywh`), as Meta's
+            reference agent reports them. Either way, detections with an empty mask are skipped.
+
+    Raises:
+        ValueError: ``box_source`` is unknown, or ``"predicted"`` and the detections carry no
+            ``data["predicted_xyxy"]`` of shape ``(N, 4)``.
     """
+    if box_source not in ("mask", "predicted"):
+        raise ValueError(f"unknown box_source {box_source!r}; use 'mask' or 'predicted'")
+    predicted = None
+    if box_source == "predicted" and len(detections) > 0:
+        predicted = detections.data.get("predicted_xyxy")
+        if predicted is None or np.shape(predicted) != (len(detections), 4):
+            found = "none" if predicted is None else f"shape {np.shape(predicted)}"
+            raise ValueError(
+                f"box_source='predicted' needs SAM 3's predicted boxes in data['predicted_xyxy'] ({len(detections)}, 4)"
+                f", found {found}; use an engine that returns them or box_source='mask'"
+            )
     out: list[dict[str, Any]] = []
     masks = detections.mask
     for i in range(len(detections)):
         bbox = mask_box_xywh(masks[i]) if masks is not None else xyxy_to_xywh(detections.xyxy[i])
         if bbox is None:
             continue
+        if predicted is not None:
+            bbox = predicted_box_xywh(predicted[i])
         score = float(detections.confidence[i]) if detections.confidence is not None else 1.0
         out.append({"bbox": bbox, "score": score})
     return out

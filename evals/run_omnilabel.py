@@ -4,10 +4,11 @@ Work is one *pair* (image, description of its label space), id ``<image_id>_<des
 scheduled image by image (images sorted by id, then label-space order) so that concurrent pairs
 share an image and SAM 3's feature cache hits. Free-form descriptions go through the agent;
 category names go straight to the engine (``--categories-through-agent`` sends them through the
-agent too). Boxes come from the answer's masks as COCO ``[x, y, w, h]`` with inclusive pixel
-extents (``w = x2 - x1 + 1``) and the engine's score; ``no_mask``, ``budget_exhausted`` and
-``failed`` pairs emit nothing. At the end the official prediction file ``predictions.json`` is
-written and scored on the images the run covered.
+agent too). Boxes are COCO ``[x, y, w, h]`` with the engine's score, from the answer's masks
+with inclusive pixel extents (``w = x2 - x1 + 1``), or with ``AgentConfig.box_source =
+"predicted"`` SAM 3's own predicted boxes (continuous, ``w = x2 - x1``), on both routes;
+``no_mask``, ``budget_exhausted`` and ``failed`` pairs emit nothing. At the end the official
+prediction file ``predictions.json`` is written and scored on the images the run covered.
 
 Each ``samples.jsonl`` line adds to the common fields (:mod:`evals.records`): ``image_id``,
 ``description_id``, ``route`` (``agent``/``engine``), ``boxes`` (``[{bbox, score}]``) and
@@ -155,7 +156,8 @@ class PairTask:
             detections = await ctx.agent.engine.asegment(handle, self.text, score_threshold=cfg.score_threshold,
                                                          mask_threshold=cfg.mask_threshold, max_masks=cfg.max_masks)
             fields = engine_fields(detections, self.text, time.perf_counter() - t0)
-        boxes = detection_boxes(detections) if fields["status"] == "answered" else []
+        answered = fields["status"] == "answered"
+        boxes = detection_boxes(detections, box_source=ctx.config.box_source) if answered else []
         union = union_mask(detections, handle.height, handle.width)
         record = {**self._head(), **fields, "boxes": boxes, "mask_rle": mask_rle(union),
                   "mask_file": f"masks/{self.id}.png"}

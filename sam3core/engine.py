@@ -8,8 +8,10 @@ encode it once: the second finds the features the first stored. The job queue is
 cross-request batching plugs in.
 
 Coordinates: boxes are ``(x1, y1, x2, y2)`` pixels of the original, EXIF-oriented image
-(x right, y down); returned ``xyxy`` follow supervision's inclusive convention (x2/y2 are the last
-column/row a mask covers); masks are ``(N, H, W)`` bool at the original resolution.
+(x right, y down); returned ``xyxy`` are derived from the masks in supervision's inclusive
+convention (x2/y2 are the last column/row a mask covers); ``data["predicted_xyxy"]`` holds SAM 3's
+own predicted boxes in transformers' continuous convention (x2/y2 are right/bottom edges, see
+:mod:`sam3core.postprocess`); masks are ``(N, H, W)`` bool at the original resolution.
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ import supervision as sv
 from sam3core.cache import CacheStats, LRUCache
 from sam3core.image import ImageHandle, ImageInput, prepare_image
 from sam3core.loading import DEFAULT_MODEL, load_model_and_processor, resolve_device_dtype
-from sam3core.postprocess import DEFAULT_CHUNK_BYTES, detections_from_masks, select_queries, upsample_masks
+from sam3core.postprocess import (
+    DEFAULT_CHUNK_BYTES,
+    detections_from_masks,
+    normalise_exemplar_boxes,
+    predicted_boxes,
+    select_queries,
+    upsample_masks,
+)
 from sam3core.protocol import Box
 from sam3core.worker import BatchingWorker, Job
 
@@ -70,7 +79,7 @@ class EngineStats:
 class _Params:
     score_threshold: float
     mask_threshold: float
-    max_masks: int
+    max_masks: int | None
     dedup_iou: float | None
 
 
@@ -208,7 +217,7 @@ class Sam3Engine:
         box_labels: Sequence[int] | None = None,
         score_threshold: float = 0.5,
         mask_threshold: float = 0.5,
-        max_masks: int = 100,
+        max_masks: int | None = 100,
         dedup_iou: float | str | None = "default",
     ) -> sv.Detections | list[sv.Detections]:
         """Segment every instance of a concept.
@@ -219,15 +228,17 @@ class Sam3Engine:
                 run as one batched forward), or ``None`` with ``boxes`` (exemplars only).
             boxes: Exemplar boxes ``(x1, y1, x2, y2)`` in pixels (single phrase or ``None`` only).
             box_labels: 1 (positive) / 0 (negative) per box; default all positive.
-            score_threshold: Keep instances scoring above this (score = query x presence).
+            score_threshold: Keep instances scoring strictly above this (score = query x presence).
             mask_threshold: Mask probability threshold.
-            max_masks: At most this many instances per phrase (highest scores).
-            dedup_iou: Duplicate-suppression IoU (``None`` off; default: the engine's).
+            max_masks: At most this many instances per phrase (highest scores); ``None`` = no cap.
+            dedup_iou: Duplicate-suppression IoU (``None`` off; ``"default"``: the engine's).
 
         Returns:
-            ``sv.Detections`` (or a list of them) with ``xyxy`` (N, 4) float inclusive pixel
-            corners, ``mask`` (N, H, W) bool, ``confidence`` (N,), ``data["phrase"]``; sorted by
-            confidence, highest first; empty masks dropped.
+            ``sv.Detections`` (or a list of them) with ``xyxy`` (N, 4) float32 inclusive pixel
+            corners of the masks, ``mask`` (N, H, W) bool, ``confidence`` (N,),
+            ``data["phrase"]`` (N,) and ``data["predicted_xyxy"]`` (N, 4) float32 SAM 3 predicted
+            boxes (continuous pixel xyxy: x2/y2 are edges, not clipped); sorted by confidence,
+            highest first; empty masks dropped.
 
         Raises:
             ValueError: Bad image, empty phrase, bad boxes or thresholds.
@@ -270,7 +281,7 @@ class Sam3Engine:
         if boxes is not None and len(boxes) > 0:
             if len(items) != 1:
                 raise ValueError("exemplar boxes go with a single phrase (or None); call segment once per phrase")
-            norm_boxes, norm_labels = _normalise_boxes(boxes, box_labels, handle.width, handle.height)
+            norm_boxes, norm_labels = normalise_exemplar_boxes(boxes, box_labels, handle.width, handle.height)
         elif box_labels is not None and len(box_labels) > 0:
             raise ValueError("box_labels given without boxes")
         prompts = []
@@ -289,14 +300,15 @@ class Sam3Engine:
         return prompts, single
 
     def _job(self, handle: ImageHandle, prompts: list[_Prompt], score_threshold: float, mask_threshold: float,
-             max_masks: int, dedup_iou: float | str | None) -> Job:
+             max_masks: int | None, dedup_iou: float | str | None) -> Job:
         for name, value in (("score_threshold", score_threshold), ("mask_threshold", mask_threshold)):
             if not 0.0 <= float(value) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
-        if int(max_masks) < 1:
-            raise ValueError(f"max_masks must be >= 1, got {max_masks}")
+        if max_masks is not None and int(max_masks) < 1:
+            raise ValueError(f"max_masks must be >= 1 (or None for no cap), got {max_masks}")
         dedup = self.dedup_iou if dedup_iou == "default" else dedup_iou
-        params = _Params(float(score_threshold), float(mask_threshold), int(max_masks), dedup)  # type: ignore[arg-type]
+        cap = None if max_masks is None else int(max_masks)
+        params = _Params(float(score_threshold), float(mask_threshold), cap, dedup)  # type: ignore[arg-type]
         # exemplar prompts carry per-request box tensors: they run on their own
         return Job(_Request(handle, prompts, params), size=len(prompts), batchable=prompts[0].boxes is None)
 
@@ -321,9 +333,11 @@ class Sam3Engine:
                 keep, scores = select_queries(outputs.pred_logits[b], presence, outputs.pred_masks[b],
                                               score_threshold=p.score_threshold, mask_threshold=p.mask_threshold,
                                               max_masks=p.max_masks, dedup_iou=p.dedup_iou)
-                masks = upsample_masks(outputs.pred_masks[b][keep], (req.handle.height, req.handle.width),
-                                       p.mask_threshold, chunk_bytes=self.chunk_bytes)
-                dets.append(detections_from_masks(masks, scores.float().cpu().numpy(), prompt.label))
+                size = (req.handle.height, req.handle.width)
+                masks = upsample_masks(outputs.pred_masks[b][keep], size, p.mask_threshold,
+                                       chunk_bytes=self.chunk_bytes)
+                boxes = predicted_boxes(outputs.pred_boxes[b], keep, size)
+                dets.append(detections_from_masks(masks, scores.float().cpu().numpy(), prompt.label, boxes))
             results.append(dets)
         return results
 
@@ -408,36 +422,6 @@ class Sam3Engine:
                                t, n, TEXT_MAX_TOKENS)
         return tokenizer(texts, padding="max_length", max_length=TEXT_MAX_TOKENS, truncation=True,
                          return_tensors="pt")
-
-
-def _normalise_boxes(boxes: Sequence[Box], labels: Sequence[int] | None, width: int,
-                     height: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel xyxy boxes -> normalised (cx, cy, w, h), validated; labels -> int64 (1/0)."""
-    arr = np.asarray(boxes, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] != 4:
-        raise ValueError(f"boxes must be a list of [x1, y1, x2, y2]; got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError("boxes contain NaN or infinite values")
-    for i, (x1, y1, x2, y2) in enumerate(arr):
-        if x2 <= x1 or y2 <= y1:
-            raise ValueError(f"box {i} {[x1, y1, x2, y2]} has x2 <= x1 or y2 <= y1; boxes are [x1, y1, x2, y2] pixels")
-        if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
-            raise ValueError(f"box {i} {[x1, y1, x2, y2]} lies outside the {width}x{height} image")
-    arr[:, [0, 2]] = arr[:, [0, 2]].clip(0, width)
-    arr[:, [1, 3]] = arr[:, [1, 3]].clip(0, height)
-    if labels is None:
-        lab = np.ones(len(arr), dtype=np.int64)
-    else:
-        lab = np.asarray(labels, dtype=np.int64).reshape(-1)
-        if lab.shape[0] != arr.shape[0]:
-            raise ValueError(f"{len(lab)} box_labels for {len(arr)} boxes; give one label per box")
-        if not np.isin(lab, (0, 1)).all():
-            raise ValueError(f"box_labels must be 1 (positive) or 0 (negative), got {lab.tolist()}")
-    cx = (arr[:, 0] + arr[:, 2]) / 2 / width
-    cy = (arr[:, 1] + arr[:, 3]) / 2 / height
-    w = (arr[:, 2] - arr[:, 0]) / width
-    h = (arr[:, 3] - arr[:, 1]) / height
-    return np.stack([cx, cy, w, h], axis=1).astype(np.float32), lab
 
 
 def _tensor_bytes(value: Any) -> int:

@@ -21,10 +21,23 @@ Box = Sequence[float]  # (x1, y1, x2, y2) in pixels of the original (oriented) i
 class SegmentEngine(Protocol):
     """Concept segmentation: an image and a noun phrase in, instance masks out.
 
-    Results are ``sv.Detections`` with ``xyxy`` (N, 4) float pixel boxes of the original image
-    (supervision's inclusive convention: x2 is the last column a mask covers), ``mask`` (N, H, W)
-    bool at the original resolution, ``confidence`` (N,) float, and ``data["phrase"]`` (N,) str;
-    sorted by confidence, highest first.
+    Results are ``sv.Detections`` sorted by confidence, highest first, with:
+
+    * ``xyxy`` (N, 4) float32 pixel boxes of the original image derived from the masks
+      (supervision's inclusive convention: x2 is the last column a mask covers);
+    * ``mask`` (N, H, W) bool at the original resolution;
+    * ``confidence`` (N,) float32 (scores strictly above ``score_threshold`` are kept);
+    * ``data["phrase"]`` (N,) str;
+    * ``data["predicted_xyxy"]`` (N, 4) float32: SAM 3's own predicted box of each detection,
+      pixels of the original image in the continuous convention of transformers'
+      ``post_process_instance_segmentation`` (x2/y2 are right/bottom edges, so a box tightly
+      around columns 3..5 is ``x1 = 3, x2 = 6``; not clipped to the image). Empty results carry
+      a ``(0, 4)`` array, so results index and merge alike.
+
+    Keyword arguments of :meth:`segment` / :meth:`asegment`: ``boxes`` / ``box_labels``
+    (exemplar prompts), ``score_threshold``, ``mask_threshold``, ``max_masks`` (``None`` = no
+    cap) and ``dedup_iou`` (duplicate suppression IoU; ``None`` = off, ``"default"`` = the
+    engine's own setting; engines without duplicate suppression accept and ignore it).
     """
 
     def prepare(self, image: ImageInput) -> ImageHandle:
@@ -41,7 +54,8 @@ class SegmentEngine(Protocol):
         box_labels: Sequence[int] | None = ...,
         score_threshold: float = ...,
         mask_threshold: float = ...,
-        max_masks: int = ...,
+        max_masks: int | None = ...,
+        dedup_iou: float | str | None = ...,
     ) -> sv.Detections: ...
 
     @overload
@@ -54,7 +68,8 @@ class SegmentEngine(Protocol):
         box_labels: Sequence[int] | None = ...,
         score_threshold: float = ...,
         mask_threshold: float = ...,
-        max_masks: int = ...,
+        max_masks: int | None = ...,
+        dedup_iou: float | str | None = ...,
     ) -> list[sv.Detections]: ...
 
     def segment(self, image, phrases, **kwargs):  # type: ignore[no-untyped-def]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from evals_runner_backend import ENGINES
 from evals_runner_helpers import OL_HOOK, by_id, flat, run_cli, summary
@@ -117,3 +118,24 @@ def test_missing_images_are_named(fx: OmniLabelFixture, tmp_path: Path, capsys: 
     (fx.images_dir / "000002.jpg").unlink()
     code, _, err = run_cli(ol_run(fx, tmp_path / "run"), capsys)
     assert code == 2 and "000002.jpg" in err and "--images" in err
+
+
+def test_paper_preset_reports_sam3_predicted_boxes_on_both_routes(
+        fx: OmniLabelFixture, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``box_source="predicted"`` (the paper preset) emits the engine's predicted boxes, not the masks' boxes."""
+    import sam3core.fake
+
+    tight = sam3core.fake.mask_boxes_continuous
+    inset = np.array([0.25, 0.5, -0.25, -0.5], np.float32)  # predicted boxes that differ from the masks'
+    monkeypatch.setattr(sam3core.fake, "mask_boxes_continuous", lambda masks: tight(masks) + inset)
+    out = tmp_path / "run"
+    assert run_cli(ol_run(fx, out, "--preset", "paper"), capsys)[0] == 0
+    manifest = json.loads((out / "manifest.json").read_text("utf-8"))
+    assert manifest["agent"]["box_source"] == "predicted"
+    recs = by_id(out)
+    # GT box [4, 4, 20, 16] as a mask; its predicted box [4.25, 4.5, 23.75, 19.5] gives w = x2 - x1
+    want = [{"bbox": [4.25, 4.5, 19.5, 15.0], "score": pytest.approx(0.9)}]
+    assert recs["1_10"]["route"] == "agent" and recs["1_10"]["boxes"] == want
+    assert recs["1_1"]["route"] == "engine" and recs["1_1"]["boxes"] == want
+    assert recs["2_2"]["boxes"] == [] and recs["2_13"]["boxes"] == []

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import supervision as sv
 
-from evals.records import mask_box_xywh, xyxy_to_xywh
+from evals.records import detection_boxes, mask_box_xywh, predicted_box_xywh, xyxy_to_xywh
 from evals.run_options import Shard, parse_shard
 from evals.rundir import RunDirError, RunPaths, SampleLog, latest_by_id, manifest_diff
 from evals.summary import Column, comparison_table, render_markdown, run_statistics
@@ -68,6 +69,43 @@ def test_boxes_use_inclusive_pixel_extents() -> None:
     assert mask_box_xywh(mask) == [3.0, 2.0, 6.0, 3.0]
     assert mask_box_xywh(np.zeros((4, 4), bool)) is None
     assert xyxy_to_xywh(np.array([3, 2, 8, 4])) == [3.0, 2.0, 6.0, 3.0]
+    # SAM 3's predicted boxes are continuous: the same pixels span [3, 9) x [2, 5)
+    assert predicted_box_xywh(np.array([3, 2, 9, 5])) == [3.0, 2.0, 6.0, 3.0]
+
+
+def _answer() -> sv.Detections:
+    masks = np.zeros((3, 10, 12), bool)
+    masks[0, 2:5, 3:9] = True
+    masks[2, 0:1, 0:2] = True  # masks[1] is empty: skipped whatever the box source
+    return sv.Detections(xyxy=sv.mask_to_xyxy(masks).astype(np.float32), mask=masks,
+                         confidence=np.array([0.9, 0.8, 0.7], np.float32),
+                         data={"predicted_xyxy": np.array([[2.5, 1.5, 9.25, 5.0], [0, 0, 1, 1], [0, 0, 2.5, 1]],
+                                                          np.float32)})
+
+
+def test_detection_boxes_from_masks_or_predicted_boxes() -> None:
+    det = _answer()
+    assert detection_boxes(det) == detection_boxes(det, box_source="mask") == [
+        {"bbox": [3.0, 2.0, 6.0, 3.0], "score": pytest.approx(0.9)},
+        {"bbox": [0.0, 0.0, 2.0, 1.0], "score": pytest.approx(0.7)}]
+    assert detection_boxes(det, box_source="predicted") == [
+        {"bbox": [2.5, 1.5, 6.75, 3.5], "score": pytest.approx(0.9)},
+        {"bbox": [0.0, 0.0, 2.5, 1.0], "score": pytest.approx(0.7)}]
+    # aligned after supervision's indexing, and an empty answer needs no boxes at all
+    assert detection_boxes(det[[2, 0]], box_source="predicted")[0]["bbox"] == [0.0, 0.0, 2.5, 1.0]
+    assert detection_boxes(sv.Detections.empty(), box_source="predicted") == []
+
+
+def test_detection_boxes_predicted_without_boxes_is_a_clear_error() -> None:
+    det = _answer()
+    det.data = {}
+    with pytest.raises(ValueError, match=r"predicted_xyxy.*found none.*box_source='mask'"):
+        detection_boxes(det, box_source="predicted")
+    det.data = {"predicted_xyxy": np.zeros((2, 4), np.float32)}
+    with pytest.raises(ValueError, match=r"found shape \(2, 4\)"):
+        detection_boxes(det, box_source="predicted")
+    with pytest.raises(ValueError, match="unknown box_source"):
+        detection_boxes(det, box_source="boxes")  # type: ignore[arg-type]
 
 
 def test_summary_text_counts_failed_samples() -> None:
