@@ -293,7 +293,9 @@ async def run_mode(name: str, *, reference: bool, concurrency: int, samples: Seq
     server = ScriptedOpenAIServer(TrajectoryPolicy(plans), latency=args.latency, slots=args.slots).start()
     llm = OpenAICompatibleLLM(server.base_url, "scripted", timeout=600, max_retries=0)
     limit = asyncio.Semaphore(concurrency)
-    configs = {q: AgentConfig(score_threshold=0.0, max_masks=p.max_masks, timeout_s=None,
+    # overlap_iom=None: the agent's overlap removal would drop most of the random model's
+    # overlapping masks, and the scripted trajectories need exactly max_masks of them
+    configs = {q: AgentConfig(score_threshold=0.0, max_masks=p.max_masks, timeout_s=None, overlap_iom=None,
                               verify_concurrency=1 if reference else args.verify_concurrency)
                for q, p in plans.items()}
 

@@ -24,8 +24,8 @@ from sam3agent.config import AgentConfig
 from sam3agent.context import append_exchange, build_request
 from sam3agent.examine import examine_masks
 from sam3agent.llm.base import LLM, Completion, ImagePart, LLMBackendError, Message, TextPart
+from sam3agent.overlap import remove_overlaps
 from sam3agent.parsing import ParsedCall, ParseError, parse_completion
-from sam3agent.prompts import load_prompts
 from sam3agent.render import encode_image, render_marks
 from sam3agent.result import AgentResult, Step, Totals, summarize_messages
 from sam3agent.state import AgentState, Outcome, mask_ids, resolve_mask_ids
@@ -64,7 +64,7 @@ class Agent:
         self.llm = llm
         self.engine = engine
         self.config = config or AgentConfig()
-        self.prompts = load_prompts(self.config.prompt_dir)
+        self.prompts = self.config.load_prompts()
         self._transitions: dict[str, Transition] = {
             "segment_phrase": self._segment_phrase,
             "examine_each_mask": self._examine_each_mask,
@@ -125,7 +125,7 @@ class Agent:
     async def _start(self, handle: ImageHandle, query: str) -> AgentState:
         prompts, cfg = self.prompts, self.config
         t0 = time.perf_counter()
-        raw = await asyncio.to_thread(self.encode_for_model, handle.image, "raw image")
+        raw = await asyncio.to_thread(self.encode_for_model, handle.image, "raw image", raw=True)
         first_user = Message(role="user", content=[raw, TextPart(prompts.render("user_turn", query=query))])
         state = AgentState(
             handle=handle, query=query, config=cfg, prompts=prompts,
@@ -201,28 +201,35 @@ class Agent:
         if state.is_tried(phrase):
             tried = ", ".join(f'"{p}"' for p in state.tried_phrases)
             text = prompts.feedback("phrase_reused", phrase=phrase, tried=tried)
-            return Outcome(text, failure="reused_phrase")
+            if cfg.refused_phrase_restarts_window:
+                state.marks_image = None  # the masks stay selectable; their picture leaves the context
+            return Outcome(text, failure="reused_phrase", new_window=cfg.refused_phrase_restarts_window)
         t0 = time.perf_counter()
+        options: dict[str, object] = {}
+        if cfg.overlap_iom is not None:
+            options["dedup_iou"] = None  # our overlap removal below replaces the engine's own
         found = await self.engine.asegment(state.handle, phrase, score_threshold=cfg.score_threshold,
-                                           mask_threshold=cfg.mask_threshold, max_masks=cfg.max_masks)
+                                           mask_threshold=cfg.mask_threshold, max_masks=cfg.max_masks, **options)
+        detections = await asyncio.to_thread(remove_overlaps, found, cfg.overlap_iom,
+                                             drop_short_rle=cfg.drop_short_rle)
         seconds = time.perf_counter() - t0
         step.sam_seconds += seconds
         state.sam_seconds += seconds
         state.tried_phrases.append(phrase)
-        detections = _by_score(found)
         self.set_masks(state, detections)
         if len(detections) == 0:
-            return Outcome(prompts.feedback("segment_empty", phrase=phrase), new_window=True)
+            return Outcome(prompts.feedback("segment_empty", phrase=phrase, query=state.query), new_window=True)
         image = await self.render_current(state, step)
         listing = _listing(detections, state.handle)
-        text = prompts.feedback("segment_found", phrase=phrase, count=len(detections), listing=listing)
+        text = prompts.feedback("segment_found", phrase=phrase, count=len(detections), listing=listing,
+                                query=state.query)
         return Outcome(text, image=image, new_window=True)
 
     async def _examine_each_mask(self, state: AgentState, args: BaseModel, step: Step) -> Outcome:
-        """Verify the not-yet-examined masks one by one (see :mod:`sam3agent.examine`)."""
+        """Verify the masks one by one (see :mod:`sam3agent.examine`)."""
         if state.mask_count == 0:
             return Outcome(self.prompts.feedback("no_masks", tool="examine_each_mask"), failure="no_masks")
-        if all(state.verified):
+        if self.config.reexamine == "unchecked" and all(state.verified):
             return Outcome(self.prompts.feedback("already_examined"), failure="already_examined")
         return await examine_masks(self, state, step)
 
@@ -272,12 +279,19 @@ class Agent:
         state.marks_image = image
         return image
 
-    def encode_for_model(self, image: Image.Image, label: str) -> ImagePart:
-        """Resize and encode an image to the configured pixel budget and format."""
+    def encode_for_model(self, image: Image.Image, label: str, *, raw: bool = False) -> ImagePart:
+        """Resize and encode an image to the configured pixel budget and format.
+
+        Args:
+            image: The picture.
+            label: Its description in traces.
+            raw: Whether it is the raw input image (``image_format``) rather than a picture we drew
+                (``render_format``).
+        """
         cfg = self.config
-        return encode_image(image, max_pixels=cfg.max_image_pixels,
-                            min_pixels=cfg.min_image_pixels, patch=cfg.image_patch, fmt=cfg.image_format,
-                            quality=cfg.image_quality, label=label)
+        return encode_image(image, max_pixels=cfg.max_image_pixels, min_pixels=cfg.min_image_pixels,
+                            patch=cfg.image_patch, fmt=cfg.image_format if raw else cfg.render_format,
+                            quality=cfg.image_quality, label=label, detail=cfg.image_detail)
 
     @staticmethod
     def _empty(state: AgentState) -> sv.Detections:
@@ -298,13 +312,6 @@ class Agent:
             prompt_version=self.prompts.version, llm_name=getattr(self.llm, "name", type(self.llm).__name__),
             images=dict(state.images),
         )
-
-
-def _by_score(detections: sv.Detections) -> sv.Detections:
-    """The detections sorted by confidence, highest first (stable)."""
-    if len(detections) == 0 or detections.confidence is None:
-        return detections
-    return detections[np.argsort(-detections.confidence, kind="stable")]
 
 
 def _listing(detections: sv.Detections, handle: ImageHandle) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -76,7 +77,12 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     agent.add_argument("--protocol", choices=["text", "native"], default=None,
                        help="tool-call protocol: text <tool> blocks (default, any model) or native tool_calls")
     agent.add_argument("--preset", choices=["default", "paper"], default="default",
-                       help="budgets: default (40 LLM calls) or paper (the reference's 100)")
+                       help="default (our best settings) or paper (the reference implementation's, knob by knob; "
+                            "see docs/reference-parity.md)")
+    agent.add_argument("--system-prompt", type=Path, default=None, metavar="FILE",
+                       help="use this file as the main-loop system prompt, verbatim (e.g. the reference's own)")
+    agent.add_argument("--verify-prompt", type=Path, default=None, metavar="FILE",
+                       help="use this file as the verification system prompt, verbatim")
     agent.add_argument("--max-turns", type=int, default=None, metavar="N", help="main-loop LLM call budget")
     agent.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 0)")
     agent.add_argument("--seed", type=int, default=None, help="sampling seed sent with every call (default 0)")
@@ -84,7 +90,10 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     agent.add_argument("--score-threshold", type=_unit_interval, default=None, metavar="T",
                        help="SAM 3 score threshold of segment_phrase (default 0.5)")
     agent.add_argument("--max-masks", type=positive_int, default=None, metavar="N",
-                       help="keep at most N masks per phrase (default 100)")
+                       help="keep at most N masks per phrase (default 100; paper: no cap)")
+    agent.add_argument("--overlap-iom", type=_overlap, default=None, metavar="T|off",
+                       help="drop a mask whose overlap covers more than T of the smaller of it and a "
+                            "higher-scoring mask (default 0.3); off keeps overlapping masks")
 
 
 def _unit_interval(text: str) -> float:
@@ -95,6 +104,11 @@ def _unit_interval(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
     return value
+
+
+def _overlap(text: str) -> float | str:
+    """argparse type of ``--overlap-iom``: a number in [0, 1], or ``off``."""
+    return "off" if text.strip().lower() == "off" else _unit_interval(text)
 
 
 def positive_int(text: str) -> int:
@@ -123,14 +137,25 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
     for name in ("score_threshold", "max_masks"):
         if getattr(args, name, None) is not None:
             overrides[name] = getattr(args, name)
+    overlap = getattr(args, "overlap_iom", None)
+    if overlap is not None:
+        overrides["overlap_iom"] = None if overlap == "off" else overlap
+    for flag, field in (("system_prompt", "system_prompt_file"), ("verify_prompt", "verify_prompt_file")):
+        if getattr(args, flag, None) is not None:
+            overrides[field] = getattr(args, flag)
     sampling: dict[str, Any] = {}
     if args.temperature is not None:
         sampling["temperature"] = args.temperature
     if args.seed is not None:
         sampling["seed"] = args.seed
-    if sampling:
-        overrides["sampling"] = SamplingConfig(**sampling)
-    return AgentConfig.preset(args.preset, **overrides)
+    config = AgentConfig.preset(args.preset, **overrides)
+    if sampling:  # on top of the preset's sampling, not instead of it
+        config = config.model_copy(update={"sampling": SamplingConfig(**{**config.sampling.model_dump(), **sampling})})
+    try:
+        config.load_prompts()  # a missing or unreadable prompt file is reported now, before loading models
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from e
+    return config
 
 
 def llm_settings(args: argparse.Namespace) -> dict[str, Any]:

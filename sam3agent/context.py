@@ -1,6 +1,6 @@
 """What the model is sent: pruned main-loop requests, verification requests, and the history.
 
-Main-loop requests follow the SAM 3 Agent's context engineering (REFERENCE.md §1):
+Main-loop requests follow the SAM 3 Agent's context engineering (as its paper describes it):
 
 * the system prompt and the first user turn (raw image + query) are always sent;
 * of the later conversation, only the turns since the latest executed ``segment_phrase`` are
@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from sam3agent.llm.base import Completion, ImagePart, LLMRequest, Message, Part, TextPart
-from sam3agent.parsing import strip_thinking
+from sam3agent.parsing import strip_thinking, through_first_call
 from sam3agent.state import AgentState
 from sam3agent.tools import openai_tools
 
@@ -78,7 +78,7 @@ def build_verify_request(state: AgentState, mask_id: int, single: ImagePart, zoo
         TextPart(prompts.render("verify_user", query=state.query, mask_id=mask_id)),
     ])
     return LLMRequest(
-        messages=[Message.text("system", prompts.render("verify_system")), user],
+        messages=[Message.text("system", prompts.verify_system()), user],
         sampling=state.config.effective_verify_sampling,
         tools=None,
         purpose="verify",
@@ -88,15 +88,18 @@ def build_verify_request(state: AgentState, mask_id: int, single: ImagePart, zoo
 def append_exchange(state: AgentState, completion: Completion, outcome: str, image: ImagePart | None) -> None:
     """Append the model's reply and our answer to the history, in the protocol's shape.
 
-    Text protocol: the assistant text (reasoning blocks removed), then one user message with the
-    outcome and the image, if any. Native protocol: the assistant message with its tool calls;
-    one tool message per call (the first gets the outcome, the others are told they were not
-    run); then, if there is an image, a user message carrying it (tool messages are text-only).
+    Text protocol: the assistant text (reasoning blocks removed, cut after its first complete
+    ``<tool>`` call), then one user message with the outcome and the image, if any. Native
+    protocol: the assistant message with its tool calls; one tool message per call (the first gets
+    the outcome, the others are told they were not run); then, if there is an image, a user
+    message carrying it (tool messages are text-only).
     A native reply without tool calls is answered by a user message, as in the text protocol.
     """
     text = strip_thinking(completion.text)
     prompts = state.prompts
     native_calls = completion.tool_calls if state.config.protocol == "native" else []
+    if state.config.protocol == "text":
+        text = through_first_call(text)
     if not native_calls:
         state.history.append(Message.text("assistant", text or "(empty reply)"))
         parts: list[Part] = [TextPart(outcome)]

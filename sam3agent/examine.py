@@ -1,8 +1,10 @@
 """The ``examine_each_mask`` transition: one verification call per mask, run concurrently.
 
-Each not-yet-examined mask (at most ``max_verifications`` per call; the rest are kept and the
-model is told) gets its own short request with the raw image, the image with only that mask
-drawn, and one close-up composite (the crop with the mask beside the same crop without it).
+Each mask to check — the not-yet-examined ones, or all of them with ``reexamine="all"`` — (at
+most ``max_verifications`` per call; the rest are kept and the model is told) gets its own short
+request with the raw image, the image with only that mask drawn, and one close-up picture (a
+wide context crop with the mask's box beside a tight zoom with a light fill, see
+:mod:`sam3agent.zoom`).
 Verdicts are read by :func:`sam3agent.parsing.parse_verdict`: rejected masks are removed, the
 rest renumbered and re-rendered, and the new render replaces the old one in context. A reply
 with no readable verdict keeps its mask (and is counted as ``unclear_verdict``).
@@ -15,12 +17,15 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from sam3agent.context import build_verify_request
 from sam3agent.llm.base import ImagePart
 from sam3agent.parsing import parse_verdict
-from sam3agent.render import render_single, render_zoom_pair
+from sam3agent.render import PALETTE_RGB, render_single
 from sam3agent.result import Step, Verification, summarize_messages
 from sam3agent.state import AgentState, Outcome, mask_ids
+from sam3agent.zoom import render_zoom_context
 from sam3core.postprocess import empty_detections
 
 if TYPE_CHECKING:
@@ -40,8 +45,9 @@ async def examine_masks(agent: Agent, state: AgentState, step: Step) -> Outcome:
         raise RuntimeError("internal error: examine_masks called without current masks")
     n = len(detections)
     ids = mask_ids(n)
-    pending = [i for i in range(n) if not state.verified[i]]
-    targets, skipped = pending[: cfg.max_verifications], pending[cfg.max_verifications :]
+    pending = [i for i in range(n) if cfg.reexamine == "all" or not state.verified[i]]
+    limit = len(pending) if cfg.max_verifications is None else cfg.max_verifications
+    targets, skipped = pending[:limit], pending[limit:]
     pictures = await _render_pictures(agent, state, step, targets, ids)
     t0 = time.perf_counter()
     step.verifications = await _verify_all(agent, state, [ids[i] for i in targets], pictures)
@@ -55,7 +61,7 @@ async def examine_masks(agent: Agent, state: AgentState, step: Step) -> Outcome:
     after: list[str] = []
     if skipped:
         unchecked = ", ".join(str(ids[i]) for i in skipped)
-        after.append(prompts.feedback("examine_unchecked", ids=unchecked, limit=cfg.max_verifications))
+        after.append(prompts.feedback("examine_unchecked", ids=unchecked, limit=limit))
     verified = [state.verified[i] or i in verdicts for i in keep]
     image: ImagePart | None = None
     if len(keep) == n:
@@ -63,7 +69,7 @@ async def examine_masks(agent: Agent, state: AgentState, step: Step) -> Outcome:
         after.append(prompts.feedback("examine_unchanged"))
     elif not keep:
         agent.set_masks(state, empty_detections(state.handle.height, state.handle.width))
-        after.append(prompts.feedback("examine_all_rejected"))
+        after.append(prompts.feedback("examine_all_rejected", query=state.query))
     else:
         agent.set_masks(state, detections[keep])
         state.verified = verified
@@ -79,11 +85,12 @@ async def _render_pictures(agent: Agent, state: AgentState, step: Step, targets:
                            ids: Sequence[int]) -> list[tuple[ImagePart, ImagePart]]:
     """The (single-mask, close-up) pair of encoded images of every target, rendered in threads."""
     detections, image = state.detections, state.handle.image
+    rgb = np.asarray(image.convert("RGB"))
 
     def pictures(index: int) -> tuple[ImagePart, ImagePart]:
         mask_id = ids[index]
         single = render_single(image, detections, index, label=mask_id)
-        zoom = render_zoom_pair(image, detections, index)
+        zoom = render_zoom_context(rgb, np.asarray(detections.mask[index], dtype=bool), PALETTE_RGB)
         return (agent.encode_for_model(single, f"mask {mask_id} alone"),
                 agent.encode_for_model(zoom, f"mask {mask_id} close-up"))
 

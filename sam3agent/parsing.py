@@ -102,6 +102,16 @@ def strip_thinking(text: str) -> str:
     return _THINK_TAG.sub("", text).strip()
 
 
+def through_first_call(text: str) -> str:
+    """The reply up to and including its first ``</tool>`` (all of it when there is none).
+
+    What follows the first complete call was not run (only the first call is), so it is not kept
+    in the conversation: a model shown its own unexecuted second call tends to assume it ran.
+    """
+    match = _CLOSE.search(text)
+    return text if match is None else text[: match.end()]
+
+
 def parse_completion(completion: Completion, protocol: Literal["text", "native"]) -> ParsedCall:
     """Parse a reply with the given protocol.
 

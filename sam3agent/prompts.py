@@ -5,8 +5,12 @@ JSON braces in the prompts need no escaping). They ship inside the wheel as
 ``sam3agent/prompts/``; in a source checkout they are the repository's top-level ``prompts/``.
 ``feedback.txt`` holds many short messages, one per ``[section]``.
 
-The prompt version is a short hash of every template's name and text: it changes whenever a
-prompt changes, and it is recorded in results and cache keys.
+A user-supplied prompt file (``AgentConfig.system_prompt_file`` / ``verify_prompt_file``, e.g. the
+reference implementation's own prompt files for an exact-paper ablation) replaces the system
+template verbatim: no placeholder is filled, so a ``$`` in it stays as written.
+
+The prompt version is a short hash of every template's name and text and of any prompt file's
+text: it changes whenever a prompt changes, and it is recorded in results and cache keys.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from string import Template
@@ -35,11 +39,15 @@ class Prompts:
         templates: Template name -> text; feedback sections are named ``feedback.<section>``.
         version: Short hash of all templates.
         directory: Where they were loaded from.
+        system_override: A verbatim main-loop system prompt (from a file), or ``None``.
+        verify_override: A verbatim verification system prompt (from a file), or ``None``.
     """
 
     templates: Mapping[str, str]
     version: str
     directory: Path
+    system_override: str | None = None
+    verify_override: str | None = None
 
     def render(self, name: str, **values: object) -> str:
         """Fill a template's ``$placeholders``.
@@ -58,10 +66,19 @@ class Prompts:
 
     def system(self, protocol: str) -> str:
         """The main-loop system prompt of a protocol (``"text"`` or ``"native"``)."""
+        if self.system_override is not None:
+            return self.system_override
         guidelines = self.templates["guidelines"]
         if protocol == "native":
             return self.render("system_native", guidelines=guidelines)
         return self.render("system_text", guidelines=guidelines, tools=tools_prompt_text())
+
+
+    def verify_system(self) -> str:
+        """The verification system prompt."""
+        if self.verify_override is not None:
+            return self.verify_override
+        return self.render("verify_system")
 
 
 def default_prompt_dir() -> Path:
@@ -72,17 +89,46 @@ def default_prompt_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "prompts"
 
 
-def load_prompts(directory: Path | str | None = None) -> Prompts:
-    """Load the templates of a folder (cached until a file changes).
+def load_prompts(directory: Path | str | None = None, *, system_file: Path | str | None = None,
+                 verify_file: Path | str | None = None) -> Prompts:
+    """Load the templates of a folder (cached until a file changes), plus verbatim prompt files.
 
     Args:
         directory: A folder with the template files; ``None`` for the shipped ones.
+        system_file: A file whose whole text is the main-loop system prompt, used as written.
+        verify_file: A file whose whole text is the verification system prompt, used as written.
 
     Raises:
-        FileNotFoundError: If a template file is missing; the message names the folder and file.
+        FileNotFoundError: If a template file or a prompt file is missing; the message names it.
+        ValueError: If a prompt file is empty or not UTF-8 text.
     """
     folder = Path(directory).resolve() if directory is not None else default_prompt_dir()
-    return _load(folder, _stamp(folder))
+    prompts = _load(folder, _stamp(folder))
+    system = _read_prompt_file(system_file, "system_prompt_file")
+    verify = _read_prompt_file(verify_file, "verify_prompt_file")
+    if system is None and verify is None:
+        return prompts
+    digest = hashlib.sha256(prompts.version.encode())
+    for key, text in (("system_file", system), ("verify_file", verify)):
+        if text is not None:
+            digest.update(key.encode() + b"\0" + text.encode() + b"\0")
+    return replace(prompts, version=digest.hexdigest()[:12], system_override=system, verify_override=verify)
+
+
+def _read_prompt_file(path: Path | str | None, what: str) -> str | None:
+    """The text of a user-supplied prompt file (``None`` for no file)."""
+    if path is None:
+        return None
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"{what}: no such file {file}; give the path of a plain-text prompt file")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{what}: {file} is not UTF-8 text ({e}); save it as UTF-8") from e
+    if not text.strip():
+        raise ValueError(f"{what}: {file} is empty; a prompt file must hold the prompt text")
+    return text.strip()
 
 
 def _stamp(directory: Path) -> tuple[tuple[int, int], ...]:

@@ -23,12 +23,14 @@ import supervision as sv
 from PIL import Image
 
 from sam3agent.llm.base import ImagePart
+from sam3agent.zoom import zoom_geometry
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "MASK_OPACITY",
     "PALETTE",
+    "PALETTE_RGB",
     "MarkLabel",
     "encode_image",
     "label_anchor",
@@ -38,6 +40,7 @@ __all__ = [
     "render_overlay",
     "render_single",
     "render_zoom_pair",
+    "zoom_geometry",
 ]
 
 # 20 colours chosen to be far apart from each other (vivid ones first, pale ones last), so that
@@ -50,7 +53,7 @@ PALETTE: sv.ColorPalette = sv.ColorPalette.from_hex(
         "#aaffc3", "#808000", "#ffd8b1", "#000075", "#a9a9a9",
     ]
 )  # fmt: skip
-_PALETTE_RGB: np.ndarray = np.array([c.as_rgb() for c in PALETTE.colors], dtype=np.uint8)
+PALETTE_RGB: np.ndarray = np.array([c.as_rgb() for c in PALETTE.colors], dtype=np.uint8)
 
 MASK_OPACITY = 0.5
 """Weight of the mask colour in a filled pixel (the image keeps ``1 - MASK_OPACITY``)."""
@@ -321,7 +324,7 @@ def _label_box(anchor: tuple[int, int], text: str, style: _Style, height: int, w
 
 
 def _color(index: int) -> np.ndarray:
-    return _PALETTE_RGB[index % len(_PALETTE_RGB)]
+    return PALETTE_RGB[index % len(PALETTE_RGB)]
 
 
 def _layout(
@@ -685,12 +688,13 @@ def _fit_to_patches(width: int, height: int, patch: int, min_pixels: int, max_pi
 def encode_image(
     image: Image.Image,
     *,
-    max_pixels: int = 1280 * 28 * 28,
+    max_pixels: int | None = 1280 * 28 * 28,
     min_pixels: int = 256 * 28 * 28,
     patch: int = 28,
     fmt: str = "jpeg",
     quality: int = 90,
     label: str = "",
+    detail: str | None = None,
 ) -> ImagePart:
     """Resize an image to an MLLM's patch grid and pixel budget, and encode it.
 
@@ -700,12 +704,14 @@ def encode_image(
 
     Args:
         image: Any ``PIL.Image``; converted to RGB. Never modified.
-        max_pixels: Largest allowed ``width * height`` of the result.
+        max_pixels: Largest allowed ``width * height`` of the result; ``None`` keeps the image at
+            its size (no resizing at all: ``min_pixels`` and ``patch`` are ignored).
         min_pixels: Smallest allowed ``width * height`` of the result.
         patch: Both sides of the result are multiples of this.
         fmt: ``"jpeg"`` (or ``"jpg"``) or ``"png"``.
         quality: JPEG quality.
         label: Short description stored in the part (for traces).
+        detail: OpenAI ``detail`` stored in the part (``None``: not sent).
 
     Returns:
         An :class:`~sam3agent.llm.base.ImagePart` with the encoded bytes and the encoded size.
@@ -723,13 +729,13 @@ def encode_image(
         mime, pil_format = "image/png", "PNG"
     else:
         raise ValueError(f"fmt must be 'jpeg' or 'png', got {fmt!r}")
-    if patch < 1 or max_pixels < patch * patch or min_pixels > max_pixels:
+    if max_pixels is not None and (patch < 1 or max_pixels < patch * patch or min_pixels > max_pixels):
         raise ValueError(f"impossible budget: {patch=}, {min_pixels=}, {max_pixels=}")
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     width, height = rgb.size
     if width < 1 or height < 1:
         raise ValueError(f"cannot encode an empty image of size {rgb.size}")
-    w, h = _fit_to_patches(width, height, patch, min_pixels, max_pixels)
+    w, h = (width, height) if max_pixels is None else _fit_to_patches(width, height, patch, min_pixels, max_pixels)
     if (w, h) != (width, height):
         # cv2 resizes several times faster than PIL's resample filters; INTER_AREA (a box filter)
         # only where shrinking by 2x or more, where bilinear would alias.
@@ -741,4 +747,4 @@ def encode_image(
         rgb.save(buffer, format="JPEG", quality=quality)
     else:
         rgb.save(buffer, format="PNG", compress_level=1)  # level 1: ~5x faster than 6, ~20% larger
-    return ImagePart(data=buffer.getvalue(), mime=mime, width=w, height=h, label=label)
+    return ImagePart(data=buffer.getvalue(), mime=mime, width=w, height=h, label=label, detail=detail)

@@ -35,6 +35,7 @@ class ImagePart:
         width: Pixel width of the encoded image.
         height: Pixel height of the encoded image.
         label: Short human description for traces, e.g. ``"raw image"``, ``"marks 1-4"``.
+        detail: OpenAI's image ``detail`` (``"auto"``, ``"low"``, ``"high"``) or ``None`` (not sent).
     """
 
     data: bytes
@@ -42,6 +43,7 @@ class ImagePart:
     width: int
     height: int
     label: str = ""
+    detail: str | None = None
 
     @cached_property
     def digest(self) -> str:
@@ -105,12 +107,16 @@ class Message:
 
 
 class SamplingConfig(BaseModel):
-    """Sampling settings sent explicitly on every LLM call."""
+    """Sampling settings sent explicitly on every LLM call.
+
+    ``temperature``, ``top_p`` and ``seed`` set to ``None`` are not sent: the server's (or the
+    model's generation config's) default applies.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    temperature: float = Field(0.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    temperature: float | None = Field(0.0, ge=0.0, le=2.0)
+    top_p: float | None = Field(1.0, gt=0.0, le=1.0)
     max_tokens: int = Field(4096, ge=1)
     seed: int | None = 0
 

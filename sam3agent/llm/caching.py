@@ -57,7 +57,10 @@ def canonical_message(message: Message) -> dict[str, Any]:
         if isinstance(part, TextPart):
             content.append({"type": "text", "text": part.text})
         else:
-            content.append({"type": "image", "sha256": part.digest, "mime": part.mime})
+            entry = {"type": "image", "sha256": part.digest, "mime": part.mime}
+            if part.detail is not None:
+                entry["detail"] = part.detail
+            content.append(entry)
     out: dict[str, Any] = {"role": message.role, "content": content}
     if message.tool_calls:
         out["tool_calls"] = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in message.tool_calls]

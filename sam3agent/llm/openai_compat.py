@@ -203,10 +203,13 @@ class OpenAICompatibleLLM:
         body: dict[str, Any] = {
             "model": self.model,
             "messages": to_openai_messages(request.messages, self.image_format),
-            "temperature": s.temperature,
-            "top_p": s.top_p,
             self.max_tokens_field: s.max_tokens,
         }
+        # a sampling field set to None is left to the server's default (as the reference does)
+        if s.temperature is not None:
+            body["temperature"] = s.temperature
+        if s.top_p is not None:
+            body["top_p"] = s.top_p
         if s.seed is not None:
             body["seed"] = s.seed
         if request.tools:

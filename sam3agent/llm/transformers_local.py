@@ -205,9 +205,11 @@ class TransformersLLM:
         s = request.sampling
         config = copy.deepcopy(self.hf_model.generation_config)
         config.max_new_tokens = s.max_tokens
-        config.do_sample = s.temperature > 0
-        if config.do_sample:
-            config.temperature = s.temperature
+        if s.temperature is not None:  # None: the model's own generation config decides
+            config.do_sample = s.temperature > 0
+            if config.do_sample:
+                config.temperature = s.temperature
+        if config.do_sample and s.top_p is not None:
             config.top_p = s.top_p
         return config
 

@@ -130,7 +130,10 @@ def _openai_content(message: Message, image_format: ImageFormat) -> str | list[d
         if isinstance(part, TextPart):
             out.append({"type": "text", "text": part.text})
         else:
-            out.append({"type": "image_url", "image_url": {"url": image_data_url(part, image_format)}})
+            image_url = {"url": image_data_url(part, image_format)}
+            if part.detail is not None:
+                image_url["detail"] = part.detail
+            out.append({"type": "image_url", "image_url": image_url})
     return out
 
 

@@ -40,7 +40,7 @@ async def test_run_over_http(image, masks, engine, protocol) -> None:
         bodies = list(server.requests)
     assert result.status == "answered"
     assert len(result.detections) == 1 and np.array_equal(result.detections.mask[0], masks[2])
-    main = [b for b in bodies if b["messages"][0]["content"].startswith("You locate things")]
+    main = [b for b in bodies if b["messages"][0]["content"].startswith("You find things")]
     assert len(bodies) == 6 and len(main) == 3
     assert all(("tools" in b) == (protocol == "native") for b in main)
     assert not any("tools" in b for b in bodies if b not in main)
@@ -48,6 +48,8 @@ async def test_run_over_http(image, masks, engine, protocol) -> None:
         images = [p for m in body["messages"] if isinstance(m["content"], list)
                   for p in m["content"] if p.get("type") == "image_url"]
         assert 1 <= len(images) <= 3
-        assert all(p["image_url"]["url"].startswith("data:image/jpeg;base64,") for p in images)
+        # the raw photo as JPEG, the pictures we draw (marks, close-ups) as PNG
+        assert images[0]["image_url"]["url"].startswith("data:image/jpeg;base64,")
+        assert all(p["image_url"]["url"].startswith("data:image/png;base64,") for p in images[1:])
         assert body["temperature"] == 0.0 and body["seed"] == 0
     assert result.totals.prompt_tokens > 0

@@ -29,7 +29,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'sam3
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-HOOK = ["--_fake-backend", "evals_runner_backend:reasonseg", "--no-progress"]
+HOOK = ["--_fake-backend", "evals_runner_backend:reasonseg", "--no-progress", "--overlap-iom", "off"]
 TIMING_KEYS = {"seconds", "timings", "timing"}
 
 
