@@ -13,8 +13,8 @@ from sam3agent import AgentConfig
 from sam3agent.prompts import default_prompt_dir, load_prompts
 
 SECTIONS_AND_VALUES = {
-    "segment_found": {"phrase": "p", "count": 2, "listing": "l"},
-    "segment_empty": {"phrase": "p"},
+    "segment_found": {"phrase": "p", "count": 2, "listing": "l", "query": "q"},
+    "segment_empty": {"phrase": "p", "query": "q"},
     "phrase_reused": {"phrase": "p", "tried": "t"},
     "memory": {"tried": "t"},
     "marks_caption": {"count": 1},
@@ -22,7 +22,7 @@ SECTIONS_AND_VALUES = {
     "examine_unchecked": {"ids": "1", "limit": 2},
     "examine_renumbered": {"count": 1, "mapping": "m"},
     "examine_unchanged": {},
-    "examine_all_rejected": {},
+    "examine_all_rejected": {"query": "q"},
     "already_examined": {},
     "no_masks": {"tool": "t"},
     "bad_ids": {"problems": "p", "count": 3},
