@@ -55,7 +55,10 @@ class AgentConfig(BaseModel):
         timeout_s: Wall-clock limit of one run in seconds (``None``: no limit). Reaching it ends the
             run with status ``budget_exhausted``.
         max_image_pixels: Pixel budget of every image sent to the model (aspect kept); ``None``
-            sends images at their original size (the server's processor resizes them).
+            sends images at their original size (the server's processor resizes them). The
+            default, 2048 Qwen2.5-VL tokens (1.6 MP), draws the mask numbers about 30 px tall
+            (more than one 28 px patch) and keeps an object of 0.1% of the frame at about 40x40 px,
+            while two images plus the prompt stay far below a 32k context.
         min_image_pixels: Smallest pixel count an image is scaled up to (ignored when
             ``max_image_pixels`` is ``None``).
         image_patch: The model's vision patch size; sent images have sides that are multiples of it.

@@ -4,7 +4,8 @@ It serves ``POST /v1/chat/completions`` and ``GET /v1/models`` on 127.0.0.1 (an 
 a background thread, one thread per connection (HTTP/1.1 keep-alive), so dozens of concurrent agents
 can talk to it. Every request body it receives is recorded. Options: a fixed latency per call, a fixed
 number of concurrent slots (requests beyond them queue), an API key to require, and fault injection
-for the next calls (an HTTP status, or a stall longer than the client's timeout).
+for the next calls (an HTTP status, a stall longer than the client's timeout, or a 200 answer whose
+body is not a chat completion: truncated JSON, an HTML page).
 
 Example::
 
@@ -43,10 +44,20 @@ Policy = Callable[[dict[str, Any]], "str | Mapping[str, Any]"]
 
 
 class _Fault:
-    def __init__(self, status: int | None = None, stall: float = 0.0, message: str = "") -> None:
+    def __init__(self, status: int | None = None, stall: float = 0.0, message: str = "",
+                 body: _RawBody | None = None) -> None:
         self.status = status
         self.stall = stall
         self.message = message
+        self.body = body
+
+
+class _RawBody:
+    """A response body sent as given (not JSON-encoded), with its content type."""
+
+    def __init__(self, data: bytes, content_type: str) -> None:
+        self.data = data
+        self.content_type = content_type
 
 
 class ScriptedOpenAIServer:
@@ -177,6 +188,17 @@ class ScriptedOpenAIServer:
         with self._lock:
             self._faults.extend(_Fault(status=504, stall=seconds, message="injected stall") for _ in range(count))
 
+    def malform_next(self, count: int = 1, body: str | bytes = '{"id": "chatcmpl-cut", "choices": [',
+                     content_type: str = "application/json") -> None:
+        """Answer the next ``count`` chat completions with HTTP 200 and ``body`` verbatim.
+
+        The default body is truncated JSON; pass e.g. an HTML page with ``content_type="text/html"``
+        (what a misconfigured proxy returns). Like other faults, it consumes no scripted reply.
+        """
+        data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+        with self._lock:
+            self._faults.extend(_Fault(status=200, body=_RawBody(data, content_type)) for _ in range(count))
+
     @property
     def call_count(self) -> int:
         """Chat-completion requests received (including failed and stalled ones)."""
@@ -197,13 +219,15 @@ class ScriptedOpenAIServer:
             else:
                 self._connections.discard(conn)
 
-    def _chat(self, body: dict[str, Any], headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+    def _chat(self, body: dict[str, Any], headers: Mapping[str, str]) -> tuple[int, dict[str, Any] | _RawBody]:
         """Status and JSON answer for one chat-completions request."""
         with self._lock:
             self.requests.append(body)
             self.request_headers.append({k.lower(): v for k, v in headers.items()})
             fault = self._faults.popleft() if self._faults else None
         if fault is not None:
+            if fault.body is not None:
+                return fault.status or 200, fault.body
             if fault.stall:
                 self._stopping.wait(fault.stall)
             return fault.status or 500, _error(fault.status or 500, fault.message)
@@ -347,11 +371,14 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s " + format, self.address_string(), *args)
 
-    def _send(self, status: int, payload: Mapping[str, Any]) -> None:
-        data = json.dumps(payload).encode("utf-8")
+    def _send(self, status: int, payload: Mapping[str, Any] | _RawBody) -> None:
+        if isinstance(payload, _RawBody):
+            data, content_type = payload.data, payload.content_type
+        else:
+            data, content_type = json.dumps(payload).encode("utf-8"), "application/json"
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import supervision as sv
 from agent_helpers import tool, verdict_by_mask
 from PIL import Image
 
@@ -134,3 +135,18 @@ def test_backend_failure_carries_the_run_so_far() -> None:
     fields = failed_fields(info.value)
     assert fields["status"] == "failed" and fields["turns"] == 1 and fields["phrases"] == ["cat"]
     assert fields["error"]
+
+
+def test_predicted_boxes_survive_the_json_round_trip() -> None:
+    from sam3agent.result import detections_from_list, detections_to_list
+
+    mask = np.zeros((1, 6, 8), bool)
+    mask[0, 1:4, 2:5] = True
+    dets = sv.Detections(xyxy=np.array([[2, 1, 4, 3]], np.float32), mask=mask, confidence=np.array([0.8], np.float32),
+                         data={"phrase": np.array(["cup"], dtype=object),
+                               "predicted_xyxy": np.array([[1.75, 0.5, 5.25, 4.0]], np.float32)})
+    records = detections_to_list(dets, 6, 8)
+    assert records[0]["predicted_box_xyxy"] == [1.75, 0.5, 5.25, 4.0] and records[0]["box_xyxy"] == [2, 1, 4, 3]
+    back = detections_from_list(records, 6, 8)
+    assert np.array_equal(back.data["predicted_xyxy"], dets.data["predicted_xyxy"])
+    assert np.array_equal(back.mask, mask)
