@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("prompt_cost_benchmark", ROOT / "benchmarks" / "prompt_cost.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from bench_helpers import load_benchmark
 
 
 def test_prompt_cost_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    bench = _load()
+    bench = load_benchmark("prompt_cost")
     prompt = tmp_path / "long.txt"
     prompt.write_text("word " * 5000, encoding="utf-8")
     code = bench.main(["--height", "300", "--width", "400", "--system-prompt", str(prompt), "--json"])

@@ -8,29 +8,17 @@ each image once.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load_benchmark() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("throughput_benchmark", ROOT / "benchmarks" / "throughput.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from bench_helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def throughput() -> ModuleType:
-    return _load_benchmark()
+    return load_benchmark("throughput")
 
 
 def test_dataset_is_reasonseg_format_with_planned_trajectories(throughput: ModuleType, tmp_path: Path) -> None:
