@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import secrets
 import sys
 import time
@@ -47,12 +48,48 @@ def _error(message: str) -> None:
     print(f"error: {' '.join(message.split())}", file=sys.stderr)
 
 
+def package_version() -> str:
+    """The installed version of sam3agent (``"unknown"`` when it is not installed, e.g. run from a checkout)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("sam3agent")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def out_dir_problem(out: Path | None) -> str | None:
+    """Why ``--out DIR`` cannot become a folder to write into (``None``: it can), checked before any work.
+
+    Args:
+        out: The ``--out`` value (``None``: not given).
+
+    Returns:
+        The error message naming the problem and the fix, or ``None``.
+    """
+    if out is None:
+        return None
+    path = out.expanduser()
+    if path.exists():
+        return None if path.is_dir() else f"--out {out} exists and is not a folder; pass a new or existing folder"
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"--out {out} cannot be created: {ancestor} is not a folder; pass a path under a folder"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"--out {out} cannot be created: {ancestor} is not writable; pass a folder you can write to"
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``sam3agent`` parser (``eval`` and ``serve`` are listed here but dispatched before parsing)."""
     parser = argparse.ArgumentParser(
         prog="sam3agent", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG,
         description="A multimodal LLM that segments what it can reason about, with SAM 3 as its tool.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}",
+                        help="print the version of sam3agent and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
         "run", help="segment what QUERY describes in IMAGE", epilog=_EPILOG,
@@ -105,8 +142,6 @@ def new_run_dir(root: Path = RUNS_ROOT) -> Path:
 
 def _preflight(settings: dict[str, Any]) -> str | None:
     """The error line when nothing answers at the LLM endpoint (checked before SAM 3 loads)."""
-    import os
-
     from sam3agent.doctor import model_served, probe_endpoint, vllm_command
 
     base_url, model = settings["base_url"], settings["model"]
@@ -183,8 +218,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.query.strip():
         _error("QUERY is empty: describe what to segment, e.g. 'the red cup'")
         return EXIT_USAGE
-    if args.out is not None and args.out.exists() and not args.out.is_dir():
-        _error(f"--out {args.out} exists and is not a folder; pass a new or existing folder")
+    problem = out_dir_problem(args.out)
+    if problem:
+        _error(problem)
         return EXIT_USAGE
     try:
         image = prepare_image(args.image)
@@ -242,6 +278,10 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     """``sam3agent selftest``: the offline pipeline check."""
     from sam3agent.selftest import run_selftest
 
+    problem = out_dir_problem(args.out)
+    if problem:
+        _error(problem)
+        return EXIT_USAGE
     try:
         from transformers.utils import logging as hf_logging
 

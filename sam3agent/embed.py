@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sam3agent.serve.common import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_UPLOAD_MB,
+    PYTHON_OPTIONS,
     ServeError,
     ServeLimits,
     bad_request,
@@ -205,7 +206,7 @@ def as_openai_tool(
     """
     limits = ServeLimits(allowed_roots=tuple(Path(r) for r in allowed_roots), allow_urls=allow_urls,
                          max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels,
-                         request_timeout_s=timeout_s)
+                         request_timeout_s=timeout_s, option_names=PYTHON_OPTIONS)
     description = _description(limits, overlay=overlay, include_rle=include_rle)
     schema = ToolSpec(TOOL_NAME, description, SegmentImageArgs).openai_schema()
 

@@ -1,11 +1,14 @@
 """``sam3agent serve mcp|http``: start the MCP server or the HTTP API.
 
 Both load one agent (the LLM backend and SAM 3 named by the shared backend flags of
-:mod:`sam3agent.backend_options`) and serve it to every caller. Servers bind 127.0.0.1 by default and
-have no authentication: keep them on loopback or behind an authenticating proxy.
+:mod:`sam3agent.backend_options`) and serve it to every caller. Servers bind 127.0.0.1 by default; on
+any other address they need an API key (``--api-key`` or ``SAM3AGENT_SERVE_API_KEY``, see
+:mod:`sam3agent.serve.auth`). Slow clients are cut off (``--header-timeout``, ``--body-timeout``) and
+connections capped (``--max-connections``), see :mod:`sam3agent.serve.transport`.
 
-Exit codes: 0 after a clean shutdown (Ctrl-C, SIGTERM, or the end of stdin for MCP over stdio), 1 when
-the backend cannot be loaded, 2 for bad options, a port that cannot be bound or a missing ``serve`` extra.
+Every option is checked, and the port bound, before anything is loaded. Exit codes: 0 after a clean
+shutdown (Ctrl-C, SIGTERM, or the end of stdin for MCP over stdio), 1 when the backend cannot be
+loaded, 2 for bad options, a missing API key, a port that cannot be bound or a missing ``serve`` extra.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import signal
 import socket
 import sys
@@ -28,7 +32,17 @@ from sam3agent.backend_options import (
     llm_settings,
     sam3_source,
 )
-from sam3agent.serve.common import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB, DEFAULT_REQUEST_TIMEOUT_S, ServeLimits
+from sam3agent.serve.auth import API_KEY_ENV, SHORT_KEY_CHARS, check_api_key, is_loopback, resolve_api_key
+from sam3agent.serve.limits import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_UPLOAD_MB,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    ConnectionLimits,
+    ServeLimits,
+)
 
 if TYPE_CHECKING:
     from sam3agent.agent import Agent
@@ -37,7 +51,17 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_HTTP_PORT = 8765
 DEFAULT_MCP_PORT = 8766
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def port_number(text: str) -> int:
+    """``--port``'s type: an integer 0-65535 (0: a free one)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: give a number 0-65535 (0 picks a free one)")
+    return port
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sam3agent serve",
         description="Serve the SAM 3 agent to other programs: an MCP server (stdio or streamable HTTP) or an "
-                    "HTTP API. Both bind 127.0.0.1 by default and have no authentication.",
+                    "HTTP API. Both bind 127.0.0.1 by default; any other address needs --api-key.",
     )
     sub = parser.add_subparsers(dest="server", required=True, metavar="{mcp,http}")
     mcp = sub.add_parser(
@@ -70,9 +94,14 @@ def _add_server_arguments(parser: argparse.ArgumentParser, default_port: int) ->
     add_backend_arguments(parser)
     group = parser.add_argument_group("server")
     group.add_argument("--host", default="127.0.0.1",
-                       help="interface to bind (default 127.0.0.1; anything else exposes an unauthenticated server)")
-    group.add_argument("--port", type=int, default=default_port,
-                       help=f"port (default {default_port}; 0 picks a free one, printed at start)")
+                       help="interface to bind (default 127.0.0.1; any non-loopback address requires --api-key)")
+    group.add_argument("--port", type=port_number, default=default_port,
+                       help=f"port 0-65535 (default {default_port}; 0 picks a free one, printed at start)")
+    group.add_argument("--api-key", default=None, metavar="KEY",
+                       help=f"key callers must send to this server (Authorization: Bearer KEY or X-API-Key: KEY; "
+                            f"/healthz stays open; not the LLM's key, see --api-key-env); default ${API_KEY_ENV}; "
+                            "required off loopback. Prefer the environment variable: a flag shows in the process "
+                            "list")
     group.add_argument("--allowed-root", action="append", default=[], metavar="DIR",
                        help="let callers name image files inside DIR (repeatable; default: no file access)")
     group.add_argument("--allow-urls", action="store_true",
@@ -83,6 +112,14 @@ def _add_server_arguments(parser: argparse.ArgumentParser, default_port: int) ->
                        help=f"largest width*height accepted (default {DEFAULT_MAX_PIXELS})")
     group.add_argument("--request-timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT_S, metavar="S",
                        help=f"wall-clock limit of one request, 0 for none (default {DEFAULT_REQUEST_TIMEOUT_S:g})")
+    group.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT_S, metavar="S",
+                       help="close a connection whose request headers have not all arrived within S seconds of "
+                            f"connecting or of the previous response (default {DEFAULT_HEADER_TIMEOUT_S:g})")
+    group.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S, metavar="S",
+                       help="close a connection whose request body has not all arrived within S seconds of its "
+                            f"headers (default {DEFAULT_BODY_TIMEOUT_S:g})")
+    group.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
+                       help=f"answer 503 to connections beyond N open (default {DEFAULT_MAX_CONNECTIONS})")
     group.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
                        help="log level (logs go to stderr)")
     # Tests build a fake engine and a scripted LLM in the server process: MODULE:FUNC(args) -> (llm, engine).
@@ -91,15 +128,46 @@ def _add_server_arguments(parser: argparse.ArgumentParser, default_port: int) ->
 
 def limits_from_args(args: argparse.Namespace) -> ServeLimits:
     """The :class:`ServeLimits` the options describe (raises ``ValueError`` naming the bad option)."""
-    if args.max_upload_mb <= 0:
+    if not 0 < args.max_upload_mb < math.inf:
         raise ValueError("--max-upload-mb must be positive")
     if args.max_pixels <= 0:
         raise ValueError("--max-pixels must be positive")
-    if args.request_timeout < 0:
+    if not 0 <= args.request_timeout < math.inf:
         raise ValueError("--request-timeout must be >= 0 (0 for none)")
     return ServeLimits(allowed_roots=tuple(args.allowed_root), allow_urls=args.allow_urls,
                        max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels,
                        request_timeout_s=args.request_timeout or None)
+
+
+def connection_limits_from_args(args: argparse.Namespace) -> ConnectionLimits:
+    """The :class:`ConnectionLimits` the options describe (raises ``ValueError`` naming the bad option)."""
+    return ConnectionLimits(header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
+                            max_connections=args.max_connections)
+
+
+def _binds(args: argparse.Namespace) -> bool:
+    """Whether this server listens on a socket (everything but MCP over stdio)."""
+    return args.server == "http" or args.transport == "streamable-http"
+
+
+def api_key_from_args(args: argparse.Namespace) -> str | None:
+    """The API key (flag, else environment), checked against the bind address.
+
+    Raises:
+        ValueError: If the key is unusable, or missing while a non-loopback address is bound (the
+            message never contains the key).
+    """
+    key = resolve_api_key(args.api_key)
+    if key is not None:
+        check_api_key(key)
+        if len(key) < SHORT_KEY_CHARS:
+            logger.warning("the API key has only %d characters; use at least %d random ones", len(key),
+                           SHORT_KEY_CHARS)
+    elif _binds(args) and not is_loopback(args.host):
+        raise ValueError(f"--host {args.host} is not a loopback address, so the server needs an API key: set "
+                         f"{API_KEY_ENV} (or pass --api-key KEY), or bind 127.0.0.1 and put an authenticating "
+                         "proxy in front")
+    return key
 
 
 def build_agent(args: argparse.Namespace) -> tuple[Agent, dict[str, Any]]:
@@ -123,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         limits = limits_from_args(args)
+        connections = connection_limits_from_args(args)
+        api_key = api_key_from_args(args)
     except ValueError as e:
         print(f"sam3agent serve: error: {e}", file=sys.stderr)
         return 2
@@ -133,9 +203,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sam3agent serve: error: {e.name} is not installed; install the serve extra: "
               "pip install 'sam3agent[serve]'", file=sys.stderr)
         return 2
-    if args.host not in _LOOPBACK and not (args.server == "mcp" and args.transport == "stdio"):
-        logger.warning("binding %s: the server has no authentication; anyone who can reach it can use it",
-                       args.host)
+    from sam3agent.serve.transport import bind_socket
+
+    sock: socket.socket | None = None
+    if _binds(args):  # before loading anything: a busy port fails in a second, not after SAM 3 loaded
+        try:
+            sock = bind_socket(args.host, args.port)
+        except OSError as e:
+            print(f"sam3agent serve: cannot bind {args.host}:{args.port}: {e}; pick another --port or --host",
+                  file=sys.stderr)
+            return 2
+    try:
+        return _load_and_serve(args, limits, connections, api_key, sock)
+    finally:
+        if sock is not None:
+            sock.close()
+
+
+def _load_and_serve(args: argparse.Namespace, limits: ServeLimits, connections: ConnectionLimits,
+                    api_key: str | None, sock: socket.socket | None) -> int:
     try:
         agent, info = build_agent(args)
     except (RuntimeError, ValueError, OSError) as e:
@@ -143,7 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     previous = _stop_on_sigterm()
     try:
-        return _serve(args, agent, limits, info)
+        if sock is None:
+            return _serve_stdio(agent, limits)
+        app, what, path = _http_app(args, agent, limits, info, api_key)
+        return _run_uvicorn(app, sock, args, connections, what, path, api_key is not None)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM, after uvicorn's graceful shutdown
         logger.info("stopped")
         return 0
@@ -166,38 +255,42 @@ def _stop_on_sigterm() -> Any:
     return signal.signal(signal.SIGTERM, _interrupt)
 
 
-def _serve(args: argparse.Namespace, agent: Agent, limits: ServeLimits, info: dict[str, Any]) -> int:
-    if args.server == "mcp":
-        import anyio
+def _serve_stdio(agent: Agent, limits: ServeLimits) -> int:
+    import anyio
 
+    from sam3agent.serve.mcp_server import build_mcp_server
+
+    logger.info("MCP server on stdio (tool: segment_image)")
+    anyio.run(build_mcp_server(agent, limits).run_stdio_async)
+    return 0
+
+
+def _http_app(args: argparse.Namespace, agent: Agent, limits: ServeLimits, info: dict[str, Any],
+              api_key: str | None) -> tuple[Any, str, str]:
+    """The ASGI app to serve, what to call it, and its path."""
+    if args.server == "mcp":
         from sam3agent.serve.mcp_server import build_mcp_server, streamable_http_app
 
-        server = build_mcp_server(agent, limits)
-        if args.transport == "stdio":
-            logger.info("MCP server on stdio (tool: segment_image)")
-            anyio.run(server.run_stdio_async)
-            return 0
-        return _run_uvicorn(streamable_http_app(server, args.host, limits), args, "MCP endpoint", "/mcp")
+        app = streamable_http_app(build_mcp_server(agent, limits), args.host, limits, api_key=api_key)
+        return app, "MCP endpoint", "/mcp"
     from sam3agent.serve.http_api import create_app
 
-    return _run_uvicorn(create_app(agent, limits, info=info), args, "HTTP API", "")
+    return create_app(agent, limits, info=info, api_key=api_key), "HTTP API", ""
 
 
-def _run_uvicorn(app: Any, args: argparse.Namespace, what: str, path: str) -> int:
+def _run_uvicorn(app: Any, sock: socket.socket, args: argparse.Namespace, connections: ConnectionLimits,
+                 what: str, path: str, keyed: bool) -> int:
     import uvicorn
 
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((args.host, args.port))
-    except OSError as e:
-        sock.close()
-        print(f"sam3agent serve: cannot bind {args.host}:{args.port}: {e}; pick another --port", file=sys.stderr)
-        return 2
+    from sam3agent.serve.transport import uvicorn_config
+
     port = sock.getsockname()[1]
-    host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
-    print(f"sam3agent {what} listening on http://{host}:{port}{path}", file=sys.stderr, flush=True)
-    config = uvicorn.Config(app, log_level=args.log_level, lifespan="on", timeout_graceful_shutdown=5)
+    host = f"[{args.host}]" if sock.family == socket.AF_INET6 else args.host
+    auth = "API key required" if keyed else "no API key"
+    print(f"sam3agent {what} listening on http://{host}:{port}{path} ({auth})", file=sys.stderr, flush=True)
+    if keyed and not is_loopback(args.host):
+        logger.warning("plain HTTP on %s: the API key travels in clear text; put a TLS proxy in front off a "
+                       "trusted network", args.host)
+    config = uvicorn_config(app, connections, host=args.host, port=port, log_level=args.log_level)
     uvicorn.Server(config).run(sockets=[sock])
     return 0

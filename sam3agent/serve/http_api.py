@@ -7,12 +7,15 @@ Endpoints:
   allowed root configured, ``image_path`` may name a file inside it instead. Answers
   ``AgentResult.to_dict()`` (steps only with ``?steps=1``) plus ``overlay_png`` (base64 PNG) when
   ``overlay`` is true (also ``?overlay=1``).
-- ``GET /healthz``: liveness.
+- ``GET /healthz``: liveness (open even when an API key is set).
 - ``GET /v1/info``: versions, the LLM, the SAM 3 source, the agent config, the limits.
 
-Every error is JSON ``{"error": {"type", "message"}}``: 400 bad JSON / missing query, 403 path refused,
-404 no such file or route, 413 body, image or pixel count over the limits, 415 unsupported content
-type, 422 undecodable image, 502 LLM backend failure (the endpoint named), 504 request timeout.
+With an API key (:mod:`sam3agent.serve.auth`), every other request must carry it.
+Every error is JSON ``{"error": {"type", "message"}}``: 400 bad JSON (also nested deeper than
+``MAX_JSON_DEPTH``) / missing query / both ``image`` and ``image_path``, 401 missing or wrong API key,
+403 path refused, 404 no such file or route, 408 body not received in time, 413 body, image or pixel
+count over the limits, 415 unsupported content type, 422 undecodable image, 502 LLM backend failure
+(the endpoint named), 504 request timeout.
 All requests share one agent (and so one engine, whose worker batches concurrent SAM 3 calls).
 """
 
@@ -23,17 +26,20 @@ import dataclasses
 import functools
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Message
 
+from sam3agent.serve.auth import ApiKeyMiddleware, check_api_key
 from sam3agent.serve.common import (
     ServeError,
     ServeLimits,
@@ -55,27 +61,40 @@ logger = logging.getLogger(__name__)
 _FORM_OVERHEAD = 64 * 1024  # multipart boundaries, headers and small fields on top of the image
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+_BOTH_IMAGES = "send either image or image_path, not both"
+MAX_JSON_DEPTH = 16  # the body is a flat object; anything deeper is refused before json.loads recurses
+_MAX_JSON_STRUCTURE = 10_000  # brackets, quotes and backslashes one body may contain (a base64 image has none)
+_JSON_STRUCTURE = re.compile(rb'[\[\]{}"\\]')
 
 
-def create_app(agent: Agent, limits: ServeLimits, *, info: Mapping[str, Any] | None = None) -> Starlette:
+def create_app(agent: Agent, limits: ServeLimits, *, info: Mapping[str, Any] | None = None,
+               api_key: str | None = None) -> Starlette:
     """The Starlette app of the HTTP API.
 
     Args:
         agent: The agent all requests share.
         limits: Upload, pixel, time and file-path limits.
         info: Extra JSON-safe facts for ``GET /v1/info`` (e.g. ``{"llm": {...}, "sam3": "facebook/sam3"}``).
+        api_key: The key every request but ``GET /healthz`` must send (``Authorization: Bearer KEY`` or
+            ``X-API-Key: KEY``); ``None``: no key (loopback only, see :mod:`sam3agent.serve.auth`).
 
     Returns:
         The ASGI app; serve it with uvicorn (``sam3agent serve http`` does).
+
+    Raises:
+        ValueError: If ``api_key`` is empty or not printable ASCII.
     """
-    api = _Api(agent, limits, dict(info or {}))
+    if api_key is not None:
+        check_api_key(api_key)
+    api = _Api(agent, limits, {**(info or {}), "auth": "api_key" if api_key is not None else "none"})
     routes = [
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/v1/info", api.info, methods=["GET"]),
         Route("/v1/segment", api.segment, methods=["POST"]),
     ]
     handlers: dict[Any, Callable[..., Any]] = {HTTPException: _http_error, Exception: _internal_error}
-    return Starlette(routes=routes, exception_handlers=handlers)
+    middleware = [] if api_key is None else [Middleware(ApiKeyMiddleware, api_key=api_key, open_paths={"/healthz"})]
+    return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)
 
 
 def error_response(error: ServeError) -> JSONResponse:
@@ -140,7 +159,8 @@ class _Api:
             loader, query, overlay = await self._parse(request)
             steps = _flag(request.query_params.get("steps"), "steps")
             overlay = overlay or _flag(request.query_params.get("overlay"), "overlay")
-            result = await load_and_run(self.agent, loader, query, self.limits.request_timeout_s)
+            result = await load_and_run(self.agent, loader, query, self.limits.request_timeout_s,
+                                        timeout_option=self.limits.option("request_timeout"))
         except ServeError as e:
             logger.info("POST /v1/segment -> %d %s: %s", e.status, e.kind, e.message)
             return error_response(e)
@@ -167,19 +187,24 @@ class _Api:
             raise self._body_too_large(int(declared))
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body:
-                raise self._body_too_large(size)
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > self.max_body:
+                    raise self._body_too_large(size)
+                chunks.append(chunk)
+        except ClientDisconnect as e:  # the client left, or the server cut it off (--body-timeout)
+            raise ServeError(408, "request_timeout", "the connection closed before the request body arrived; "
+                                                     "send the whole body at once") from e
         return b"".join(chunks)
 
     def _body_too_large(self, size: int) -> ServeError:
         return ServeError(413, "payload_too_large",
                           f"the request body is at least {size / 2**20:.2f} MB; this server accepts images up to "
-                          f"{self.limits.max_upload_bytes / 2**20:.2f} MB (--max-upload-mb)")
+                          f"{self.limits.max_upload_bytes / 2**20:.2f} MB ({self.limits.option('max_upload')})")
 
     def _parse_json(self, body: bytes) -> tuple[Callable[[], ImageHandle], object, bool]:
+        check_json_depth(body)
         try:
             data = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -206,6 +231,9 @@ class _Api:
         query = form.get("query")
         overlay = _flag(_text(form.get("overlay")), "overlay")
         if isinstance(image, UploadFile):
+            if form.get("image_path") is not None:
+                await form.close()
+                raise bad_request(_BOTH_IMAGES)
             data = await image.read()
             await form.close()
             name = image.filename or "<upload>"
@@ -214,7 +242,7 @@ class _Api:
 
     def _loader(self, image: object, image_path: object) -> Callable[[], ImageHandle]:
         if image is not None and image_path is not None:
-            raise bad_request("send either image or image_path, not both")
+            raise bad_request(_BOTH_IMAGES)
         if image_path is not None:
             if not isinstance(image_path, str) or not image_path:
                 raise bad_request("image_path must be a non-empty string")
@@ -224,6 +252,42 @@ class _Api:
         if not isinstance(image, str):
             raise bad_request("image must be a string: base64 image bytes or a data URL")
         return functools.partial(load_image, image, self.limits, allow_paths=False)
+
+
+def check_json_depth(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """Refuse a JSON body nested deeper than ``max_depth`` before it is parsed.
+
+    Python's parser recurses once per level, so 100,000 ``[`` would end in a ``RecursionError``. The
+    scan looks only at brackets, quotes and backslashes (found by a regex, so a base64 image costs
+    no Python loop) and skips those inside strings.
+
+    Raises:
+        ServeError: 400 when the body nests deeper than ``max_depth`` or has more than
+            ``_MAX_JSON_STRUCTURE`` brackets, quotes and backslashes.
+    """
+    depth, in_string, escaped = 0, False, -1
+    for count, match in enumerate(_JSON_STRUCTURE.finditer(body)):
+        if count >= _MAX_JSON_STRUCTURE:
+            raise bad_request(f"the JSON body has more than {_MAX_JSON_STRUCTURE} brackets, quotes and backslashes; "
+                              'send a flat object {"image": base64, "query": "..."}')
+        position = match.start()
+        if position == escaped:
+            continue
+        char = body[position]
+        if in_string:
+            if char == 0x5C:  # backslash: the next byte is escaped
+                escaped = position + 1
+            elif char == 0x22:
+                in_string = False
+        elif char == 0x22:
+            in_string = True
+        elif char in b"[{":
+            depth += 1
+            if depth > max_depth:
+                raise bad_request(f"the JSON body is nested more than {max_depth} levels deep; "
+                                  'send a flat object {"image": base64, "query": "..."}')
+        elif char in b"]}":
+            depth -= 1
 
 
 def _text(value: object) -> str | None:

@@ -22,6 +22,7 @@ from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 from pydantic import Field
 
 from sam3agent.embed import SegmentImageArgs
+from sam3agent.serve.auth import ApiKeyMiddleware, check_api_key
 from sam3agent.serve.common import ServeError, ServeLimits, compact_answer, error_answer, png_bytes, segment_spec
 
 if TYPE_CHECKING:
@@ -107,12 +108,27 @@ async def call_segment_image(agent: Agent, limits: ServeLimits, image: str, quer
     )
 
 
-def streamable_http_app(server: MCPServer, host: str, limits: ServeLimits) -> Starlette:
+def streamable_http_app(server: MCPServer, host: str, limits: ServeLimits, *,
+                        api_key: str | None = None) -> Starlette:
     """The ASGI app serving ``server`` over streamable HTTP at ``/mcp``.
 
     Request bodies may carry one base64 image up to ``limits.max_upload_bytes`` (the SDK's own default
     is 4 MB). On a loopback ``host`` the SDK enables DNS-rebinding protection (only loopback ``Host``
     and ``Origin`` headers are accepted).
+
+    Args:
+        server: The MCP server (see :func:`build_mcp_server`).
+        host: The interface it will be served on.
+        limits: What callers may send.
+        api_key: The key every request must send (``Authorization: Bearer KEY`` or ``X-API-Key: KEY``;
+            see :mod:`sam3agent.serve.auth`); ``None``: no key (loopback only).
+
+    Raises:
+        ValueError: If ``api_key`` is empty or not printable ASCII.
     """
     body = limits.max_upload_bytes * 4 // 3 + _BODY_OVERHEAD
-    return server.streamable_http_app(host=host, max_request_body_size=body)
+    app = server.streamable_http_app(host=host, max_request_body_size=body)
+    if api_key is not None:
+        check_api_key(api_key)
+        app.add_middleware(ApiKeyMiddleware, api_key=api_key)
+    return app

@@ -111,12 +111,19 @@ def expected_area(width: int = 64, height: int = 48) -> int:
 
 
 class ServerThread:
-    """Serve an ASGI app with uvicorn on 127.0.0.1 (an ephemeral port) from a background thread."""
+    """Serve an ASGI app with uvicorn on 127.0.0.1 (an ephemeral port) from a background thread.
 
-    def __init__(self, app: Any) -> None:
+    Args:
+        app: The ASGI app.
+        config: A ``uvicorn.Config`` to serve with instead of the plain one (it must name ``app``,
+            host 127.0.0.1 and port 0).
+    """
+
+    def __init__(self, app: Any, config: Any = None) -> None:
         import uvicorn
 
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        if config is None:
+            config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="uvicorn-test", daemon=True)
         self.port = 0
