@@ -15,6 +15,7 @@ datasets:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -28,6 +29,36 @@ STATUSES = ("answered", "no_mask", "budget_exhausted", "failed")
 
 MINIMUM_FIELDS = ("id", "query", "status", "iou", "turns", "seconds")
 """Fields every ``samples.jsonl`` line has."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_FIELD_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "id": lambda v: isinstance(v, str) and bool(v),
+    "query": lambda v: isinstance(v, str),
+    "status": lambda v: v in STATUSES,
+    "iou": lambda v: v is None or _is_number(v),
+    "turns": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "seconds": _is_number,
+}
+
+
+def record_problem(record: dict[str, Any]) -> str | None:
+    """What keeps ``record`` from being a whole ``samples.jsonl`` line, or None when nothing does.
+
+    Checked: every field of :data:`MINIMUM_FIELDS` is present, ``id`` a non-empty string, ``query``
+    a string, ``status`` one of :data:`STATUSES`, ``iou`` a number or null, ``turns`` an integer,
+    ``seconds`` a number.
+    """
+    missing = [k for k in MINIMUM_FIELDS if k not in record]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    wrong = [k for k, ok in _FIELD_CHECKS.items() if not ok(record[k])]
+    if wrong:
+        return "bad " + ", ".join(f"{k}={record[k]!r:.40}" for k in wrong)
+    return None
 
 
 def mask_rle(mask: np.ndarray) -> dict[str, Any]:

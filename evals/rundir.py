@@ -13,7 +13,8 @@ Layout of ``RUN_DIR``::
 
 Crash safety: a sample's files are complete before its line is appended, and a line is the last
 thing written for a sample, so after a crash the log holds only finished samples, except perhaps a
-torn last line, which :meth:`SampleLog.load` cuts off.
+torn last line, which :meth:`SampleLog.load` cuts off (the runner's log also cuts a last line that
+is JSON but not a whole record; such a line elsewhere means the file is damaged).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from types import TracebackType
 from typing import Any
 
 from evals.errors import EvalInputError
+from evals.records import record_problem
 
 logger = logging.getLogger(__name__)
 
@@ -290,10 +292,13 @@ class SampleLog:
 
     Args:
         path: The file (created on the first append).
+        complete: Require whole sample records (see :func:`~evals.records.record_problem`) rather
+            than just a string ``id``; an incomplete last line is then cut off like a torn one.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, complete: bool = False) -> None:
         self.path = path
+        self.complete = complete
         self._file: Any = None
 
     def load(self, *, repair: bool = True) -> list[dict[str, Any]]:
@@ -307,8 +312,8 @@ class SampleLog:
             The records in file order.
 
         Raises:
-            RunDirError: If a line other than the last is not a JSON object with an ``id`` (or
-                the last one, without ``repair``).
+            RunDirError: If a line other than the last is not a sample record (see ``complete``),
+                or the last one, without ``repair``.
         """
         if not self.path.exists():
             return []
@@ -319,19 +324,20 @@ class SampleLog:
             newline = raw.find(b"\n", offset)
             end = len(raw) if newline < 0 else newline + 1
             line, number = raw[offset:end], number + 1
-            record = _parse_line(line)
+            record, problem = _parse_line(line, self.complete)
             if record is None or not line.endswith(b"\n"):
+                problem = problem if record is None else "it has no newline (the write was cut)"
                 if end == len(raw) and repair:
-                    logger.warning("%s: dropping a torn last line (%d bytes); that sample runs again",
-                                   self.path, len(line))
+                    logger.warning("%s: dropping a torn or incomplete last line (%d bytes: %s); that sample "
+                                   "runs again", self.path, len(line), problem)
                     with open(self.path, "r+b") as f:
                         f.truncate(offset)
                         f.flush()
                         os.fsync(f.fileno())
                     break
                 raise RunDirError(
-                    f"{self.path} line {number} is not a sample record; the file is damaged. Move it "
-                    "away to start over, or remove that line to keep the others"
+                    f"{self.path} line {number} is not a sample record ({problem}); the file is damaged. "
+                    "Move it away to start over, or remove that line to keep the others"
                 )
             records.append(record)
             offset = end
@@ -362,12 +368,18 @@ def _line(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def _parse_line(line: bytes) -> dict[str, Any] | None:
+def _parse_line(line: bytes, complete: bool) -> tuple[dict[str, Any] | None, str]:
+    """The record of one line, or ``None`` and what is wrong with it (see :class:`SampleLog`)."""
     try:
         value = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return value if isinstance(value, dict) and isinstance(value.get("id"), str) else None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        return None, f"not JSON: {e}"
+    if not isinstance(value, dict):
+        return None, f"a JSON {type(value).__name__}, not an object"
+    if not complete:
+        return (value, "") if isinstance(value.get("id"), str) else (None, "no string id")
+    problem = record_problem(value)
+    return (None, problem) if problem else (value, "")
 
 
 def latest_by_id(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -381,8 +393,8 @@ def latest_by_id(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]
 
 @contextlib.contextmanager
 def open_log(paths: RunPaths) -> Iterator[SampleLog]:
-    """A :class:`SampleLog` on ``paths.samples`` that is closed on exit."""
-    log = SampleLog(paths.samples)
+    """A :class:`SampleLog` on ``paths.samples`` (``complete=True``) that is closed on exit."""
+    log = SampleLog(paths.samples, complete=True)
     try:
         yield log
     finally:

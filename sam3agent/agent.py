@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 
@@ -38,6 +39,27 @@ logger = logging.getLogger(__name__)
 
 
 Transition = Callable[[AgentState, BaseModel, Step], Awaitable[Outcome]]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_query(query: object) -> str:
+    """The query without surrounding whitespace, checked before any work is done.
+
+    Raises:
+        ValueError: The query is not a non-empty string, or holds a lone surrogate code point
+            (it cannot be encoded as UTF-8, so no backend could be sent it).
+    """
+    if not isinstance(query, str) or not query.strip():
+        raise ValueError("query must be a non-empty string describing what to segment")
+    found = _SURROGATE.search(query)
+    if found is not None:
+        raise ValueError(
+            f"query contains a lone surrogate at position {found.start()}; U+{ord(found.group()):04X} cannot be "
+            "encoded as UTF-8 (it usually comes from bytes decoded with errors='surrogateescape', such as a "
+            "non-UTF-8 command line, or half of an escaped pair); decode the text as UTF-8 or remove it"
+        )
+    return query.strip()
 
 
 class Agent:
@@ -96,14 +118,14 @@ class Agent:
             The :class:`AgentResult`; model misbehaviour and budgets never raise.
 
         Raises:
-            ValueError: For an unreadable image or an empty query.
+            ValueError: For an unreadable or oversized image, or a query that is empty or not
+                encodable (see :func:`check_query`).
             LLMBackendError: When the LLM backend fails after its retries.
         """
-        if not isinstance(query, str) or not query.strip():
-            raise ValueError("query must be a non-empty string describing what to segment")
+        query = check_query(query)
         started = time.perf_counter()
         handle = await asyncio.to_thread(self.engine.prepare, image)
-        state = await self._start(handle, query.strip())
+        state = await self._start(handle, query)
         state.started = started  # wall time covers decoding and the first image encode too
         cfg = self.config
         try:

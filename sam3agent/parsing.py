@@ -12,7 +12,10 @@ Two protocols:
 
 Every failure is a :class:`ParseError` with a ``kind`` (counted per run) and a ``detail`` that
 says exactly what to fix; the agent feeds it back to the model. Nothing here raises anything else
-on model output.
+on model output, however large or deeply nested: replies over :data:`MAX_REPLY_CHARS`, tool calls
+over :data:`MAX_CALL_CHARS` and JSON nested deeper than :data:`MAX_JSON_DEPTH` are ``parse_error``
+(checked before decoding, so the JSON decoder never recurses deeply), and the work per reply stays
+linear in its length.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ Verdict = Literal["accept", "reject", "unclear"]
 
 _THINK_BLOCK = re.compile(r"<think>.*?</think>", re.S | re.I)
 _THINK_TAG = re.compile(r"</?think>", re.I)
+_CLOSING_THINK = re.compile(r"</think>", re.I)
 _OPEN = re.compile(r"<\s*(?:tool|tool_call)\s*>", re.I)
 _CLOSE = re.compile(r"<\s*/\s*(?:tool|tool_call)\s*>", re.I)
 _FENCE = re.compile(r"```[A-Za-z0-9_-]*")
@@ -50,6 +54,16 @@ _VERDICT_LINE = re.compile(
     r"^[\W_]*(?:(?:final\s+)?(?:verdict|answer|decision)[\W_]*)?(accept|reject)(?:ed)?[\W_]*$", re.I | re.M
 )
 _FORMAT = '<tool>{"name": "<tool name>", "parameters": {...}}</tool>'
+_SMALL_CALL = "the parameters of a tool call are a small JSON object of plain values"
+# a JSON string (skipped whole, escapes included) or one bracket
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+MAX_REPLY_CHARS = 1_000_000
+"""Longest reply parsed (about 250k tokens, far past any sampling limit); longer is a parse_error."""
+MAX_CALL_CHARS = 100_000
+"""Longest JSON of one tool call (a ``<tool>`` block or native arguments); our calls take < 1k."""
+MAX_JSON_DEPTH = 32
+"""Deepest bracket nesting accepted in a tool call; ours nest three levels at most."""
 
 
 class ParseError(Exception):
@@ -94,8 +108,12 @@ def strip_thinking(text: str) -> str:
 
     A lone ``</think>`` happens when the chat template opened the block in the prompt. An
     opening ``<think>`` that is never closed is removed as a tag only, keeping what follows.
+    Linear in the length of ``text``.
     """
-    text = _THINK_BLOCK.sub("", text)
+    last = max((m.end() for m in _CLOSING_THINK.finditer(text)), default=0)
+    # closed blocks end at or before the last </think>: searching for them past it would rescan
+    # the rest of the text from every unclosed <think> (quadratic on "<think>" * n)
+    text = _THINK_BLOCK.sub("", text[:last]) + text[last:]
     closing = text.lower().rfind("</think>")
     if closing >= 0:
         text = text[closing + len("</think>") :]
@@ -134,6 +152,9 @@ def parse_text(text: str, *, truncated: bool = False) -> ParsedCall:
         ParseError: With kind ``no_tool_call``, ``parse_error``, ``unknown_tool`` or
             ``invalid_arguments``.
     """
+    if len(text) > MAX_REPLY_CHARS:
+        raise ParseError("parse_error", f"your reply is {len(text):,} characters long, over the limit of "
+                         f"{MAX_REPLY_CHARS:,}; keep the reasoning short and end with one call: {_FORMAT}")
     visible = strip_thinking(text)
     blocks = _tool_blocks(visible)
     if not blocks:
@@ -212,6 +233,27 @@ def _tool_blocks(text: str) -> list[str]:
     return blocks
 
 
+def _check_call_json(raw: str, what: str, call_id: str | None) -> None:
+    """Refuse tool-call JSON too long or too deeply nested to decode safely.
+
+    Raises:
+        ParseError: ``parse_error`` naming the size or depth and the limit.
+    """
+    if len(raw) > MAX_CALL_CHARS:
+        raise ParseError("parse_error", f"{what} is {len(raw):,} characters long, over the limit of "
+                         f"{MAX_CALL_CHARS:,}; {_SMALL_CALL}", call_id=call_id)
+    depth = 0
+    for token in _JSON_TOKEN.finditer(raw):
+        bracket = token.group()
+        if bracket in ("[", "{"):
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise ParseError("parse_error", f"{what} nests brackets more than {MAX_JSON_DEPTH} levels deep; "
+                                 f"{_SMALL_CALL}", call_id=call_id)
+        elif bracket in ("]", "}"):
+            depth = max(0, depth - 1)
+
+
 def _decode_object(block: str, truncated: bool) -> dict[str, Any]:
     body = _FENCE.sub("", block).strip()
     start = body.find("{")
@@ -219,6 +261,7 @@ def _decode_object(block: str, truncated: bool) -> dict[str, Any]:
         detail = f"there is no JSON object inside the <tool> block; use the format {_FORMAT}"
         raise ParseError("parse_error", detail)
     body = body[start:]
+    _check_call_json(body, "the JSON inside <tool>", None)
     decoder = json.JSONDecoder()
     errors: list[json.JSONDecodeError] = []
     for suffix in ("", "}", "}}"):
@@ -240,6 +283,7 @@ def _decode_object(block: str, truncated: bool) -> dict[str, Any]:
 def _loads_params(raw: str, call_id: str | None) -> object:
     if not raw.strip():
         return {}
+    _check_call_json(raw, "the JSON of the arguments", call_id)
     try:
         return json.loads(raw)
     except json.JSONDecodeError as e:

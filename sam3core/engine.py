@@ -115,6 +115,9 @@ class Sam3Engine:
             This, with ``cache_bytes``, bounds GPU memory.
         batch_window_ms: How long the worker waits for more requests to batch with the first.
         name: Shown in logs and ``repr``.
+        meta_text_prompts: Run text-only prompts as Meta's SAM 3 does, with the token its geometry
+            encoder makes from an empty box prompt appended to the text (see
+            :func:`geometry_prompt_token`); off, the prompt is transformers' (text tokens only).
     """
 
     def __init__(
@@ -131,6 +134,7 @@ class Sam3Engine:
         max_batch: int = 8,
         batch_window_ms: float = 2.0,
         name: str = "sam3",
+        meta_text_prompts: bool = False,
     ) -> None:
         self.device, self.dtype = resolve_device_dtype(device, dtype)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
@@ -138,6 +142,7 @@ class Sam3Engine:
         self.name = name
         self.dedup_iou = dedup_iou
         self.chunk_bytes = chunk_bytes
+        self.meta_text_prompts = meta_text_prompts
         self._images: LRUCache[tuple[Any, ...]] = LRUCache(cache_bytes, _tensor_bytes)
         self._texts: LRUCache[tuple[Any, Any]] = LRUCache(text_cache_bytes, _tensor_bytes)
         self._pos_enc: dict[tuple, tuple[Any, ...]] = {}
@@ -362,7 +367,10 @@ class Sam3Engine:
         prompts = [p for r in requests for p in r.prompts]
         text_embeds, attention_mask = self._text_features([p.text for p in prompts])
         kwargs: dict[str, Any] = {}
-        if prompts[0].boxes is not None:
+        if prompts[0].boxes is None:
+            if self.meta_text_prompts:  # the token Meta's geometry encoder gives an empty box prompt
+                text_embeds, attention_mask = self._with_geometry_token(per_request, text_embeds, attention_mask)
+        else:
             kwargs["input_boxes"] = torch.as_tensor(np.stack([p.boxes for p in prompts]), device=self.device,
                                                     dtype=self.dtype)
             kwargs["input_boxes_labels"] = torch.as_tensor(np.stack([p.box_labels for p in prompts]),
@@ -370,6 +378,18 @@ class Sam3Engine:
         self._stats.forwards += 1
         self._stats.largest_batch = max(self._stats.largest_batch, batch)
         return self.model(vision_embeds=vision, text_embeds=text_embeds, attention_mask=attention_mask, **kwargs)
+
+    def _with_geometry_token(self, per_request: list[tuple[tuple[tuple[Any, ...], tuple[Any, ...]], int]],
+                             text_embeds: Any, attention_mask: Any) -> tuple[Any, Any]:
+        """Append each image's empty-prompt geometry token (computed once per image, batch 1) to its prompts."""
+        import torch
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        token = torch.cat([geometry_prompt_token(self.model, lv, pos).expand(n, -1, -1)
+                           for (lv, pos), n in per_request], dim=0)
+        embeds = torch.cat([text_embeds.pooler_output, token.to(text_embeds.pooler_output.dtype)], dim=1)
+        mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], dim=1)
+        return BaseModelOutputWithPooling(pooler_output=embeds), mask
 
     def _vision_features(self, handle: ImageHandle) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         levels = self._images.get(handle.digest)
@@ -422,6 +442,35 @@ class Sam3Engine:
                                t, n, TEXT_MAX_TOKENS)
         return tokenizer(texts, padding="max_length", max_length=TEXT_MAX_TOKENS, truncation=True,
                          return_tensors="pt")
+
+
+def geometry_prompt_token(model: Any, levels: Sequence[Any], positions: Sequence[Any]) -> Any:
+    """The token SAM 3's geometry encoder makes from an empty box prompt, for text-only prompts.
+
+    Meta's SAM 3 always runs its geometry encoder: with no boxes it returns one learned CLS token,
+    attended to the image, that is appended to the text tokens, so the DETR encoder, the decoder,
+    the scorer and the mask head all read text + this token. transformers' ``Sam3Model.forward``
+    (5.17 to 5.24 at least) skips the geometry encoder when no boxes are passed, and its text-only
+    scores, presence and masks then differ from Meta's (see ``benchmarks/parity.py``). Appending
+    this token to ``text_embeds`` (mask 1) gives Meta's prompt. It depends on the image only.
+
+    Args:
+        model: A ``transformers.Sam3Model``.
+        levels: The FPN features of ``get_vision_features`` (all levels, batch ``B``).
+        positions: Their position encodings.
+
+    Returns:
+        ``(B, 1, hidden)`` tensor.
+    """
+    import torch
+
+    b, dev = levels[0].shape[0], levels[0].device
+    out = model.geometry_encoder(
+        box_embeddings=torch.zeros(b, 0, 4, device=dev, dtype=levels[0].dtype),
+        box_mask=torch.zeros(b, 0, dtype=torch.bool, device=dev),
+        box_labels=torch.zeros(b, 0, dtype=torch.long, device=dev),
+        img_feats=tuple(levels[:-1]), img_pos_embeds=tuple(positions[:-1]))  # as Sam3Model.forward: no 0.5x level
+    return out.last_hidden_state
 
 
 def _tensor_bytes(value: Any) -> int:

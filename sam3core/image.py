@@ -3,8 +3,10 @@
 Every image that enters sam3agent goes through :func:`prepare_image` exactly once: it is
 decoded, EXIF orientation is applied, it is converted to 8-bit RGB and its content digest is
 computed. The resulting :class:`ImageHandle` is what the engine caches features under and what
-the agent renders on. Pixel coordinates everywhere are ``(x, y)`` with the origin at the top-left
-corner of the *oriented* image, ``x`` to the right and ``y`` down.
+the agent renders on. Images over :data:`DEFAULT_MAX_PIXELS` (or ``max_pixels=``) are refused
+with a ``ValueError``, encoded ones before their pixels are decompressed. Pixel coordinates
+everywhere are ``(x, y)`` with the origin at the top-left corner of the *oriented* image, ``x`` to
+the right and ``y`` down.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeAlias
@@ -22,6 +25,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 ImageInput: TypeAlias = "str | os.PathLike[str] | bytes | Image.Image | np.ndarray | ImageHandle"
 
 _HIGH_DEPTH_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
+_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+
+DEFAULT_MAX_PIXELS = 40_000_000
+"""Largest ``width * height`` :func:`prepare_image` accepts unless given ``max_pixels=``.
+
+A guard against decompression bombs (a 20000x20000 PNG can be a few hundred KB); the HTTP and
+MCP servers' ``--max-pixels`` default is the same number. Assign to raise it process-wide.
+"""
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,32 +69,44 @@ class ImageHandle:
         return self._array[0]
 
 
-def prepare_image(image: ImageInput, *, source: str | None = None) -> ImageHandle:
+def prepare_image(image: ImageInput, *, source: str | None = None, max_pixels: int | None = None) -> ImageHandle:
     """Decode, orient and convert an image once.
 
     Args:
         image: A file path, encoded bytes, a ``PIL.Image`` in any mode, a numpy array
             (``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``; uint8, or uint16 which is
-            scaled to 8 bits), or an existing :class:`ImageHandle` (returned as is).
+            scaled to 8 bits), or an existing :class:`ImageHandle` (returned as is, unchecked).
         source: Optional description used in error messages and traces.
+        max_pixels: Largest ``width * height`` accepted; ``None`` means :data:`DEFAULT_MAX_PIXELS`
+            (read at each call). Encoded images are checked from their header, before decoding.
+            Above PIL's own guard (``PIL.Image.MAX_IMAGE_PIXELS``, refused past twice that) PIL's
+            limit has to be raised too.
 
     Returns:
         The prepared :class:`ImageHandle`.
 
     Raises:
-        ValueError: If the image cannot be read, is empty, has zero size or an unsupported
-            layout; the message names the problem and what to pass instead.
+        ValueError: If the image cannot be read, is empty, has zero size, more pixels than
+            allowed or an unsupported layout; the message names the problem and the fix.
     """
     if isinstance(image, ImageHandle):
         return image
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    if limit <= 0:
+        raise ValueError(f"max_pixels must be positive, got {limit}")
     if isinstance(image, (str, os.PathLike)):
-        pil, desc = _open_path(Path(image)), source or str(image)
+        pil, desc = _open_path(Path(image), source or str(image), limit), source or str(image)
     elif isinstance(image, (bytes, bytearray, memoryview)):
-        pil, desc = _open_bytes(bytes(image), source or "<bytes>"), source or "<bytes>"
+        desc = source or "<bytes>"
+        pil = _open_bytes(bytes(image), desc, limit)
     elif isinstance(image, Image.Image):
         pil, desc = image, source or "<PIL image>"
+        _check_pixels(pil.size, desc, limit)
     elif isinstance(image, np.ndarray):
-        pil, desc = _from_array(image), source or "<numpy array>"
+        desc = source or "<numpy array>"
+        if image.ndim >= 2:
+            _check_pixels((image.shape[1], image.shape[0]), desc, limit)
+        pil = _from_array(image)
     else:
         raise ValueError(
             f"unsupported image type {type(image).__name__}; pass a file path, encoded bytes, "
@@ -146,7 +169,37 @@ def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
     return np.nan_to_num(data, nan=0.0).round().clip(0, 255).astype(np.uint8)
 
 
-def _open_path(path: Path) -> Image.Image:
+def _check_pixels(size: tuple[int, int], desc: str, limit: int) -> None:
+    """Refuse an image of ``size = (width, height)`` with more than ``limit`` pixels."""
+    width, height = size
+    if width * height > limit:
+        raise _too_many_pixels(desc, width * height, limit, f"{width}x{height} = ")
+
+
+def _too_many_pixels(desc: str, pixels: int, limit: int, dims: str = "") -> ValueError:
+    return ValueError(
+        f"image {desc} is {dims}{pixels:,} pixels, over the limit of {limit:,} pixels (a guard against "
+        "decompression bombs); downscale it, or raise the limit with prepare_image(..., max_pixels=N) or "
+        "sam3core.image.DEFAULT_MAX_PIXELS = N"
+    )
+
+
+def _bomb(error: Image.DecompressionBombError, desc: str, limit: int) -> ValueError:
+    """Our message for an image PIL's own decompression-bomb guard refused while reading its header."""
+    found = _BOMB_PIXELS.search(str(error))
+    if found is None:
+        return ValueError(f"image {desc} has too many pixels ({error}); downscale it")
+    pixels = int(found.group(1))
+    if pixels > limit:
+        return _too_many_pixels(desc, pixels, limit)
+    return ValueError(
+        f"image {desc} is {pixels:,} pixels: within max_pixels={limit:,}, but over PIL's own guard "
+        f"(PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}, refused past twice that); raise "
+        "PIL.Image.MAX_IMAGE_PIXELS too, or downscale the image"
+    )
+
+
+def _open_path(path: Path, desc: str, limit: int) -> Image.Image:
     if not path.exists():
         raise ValueError(f"image file not found: {path}; check the path")
     if path.is_dir():
@@ -155,19 +208,25 @@ def _open_path(path: Path) -> Image.Image:
         raise ValueError(f"image file {path} is empty (0 bytes)")
     try:
         with Image.open(path) as im:
+            _check_pixels(im.size, desc, limit)  # from the header: nothing decompressed yet
             im.load()
             return im.copy()
+    except Image.DecompressionBombError as e:
+        raise _bomb(e, desc, limit) from e
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"cannot read image file {path}: {e}; pass a JPEG, PNG, WebP, TIFF or BMP file") from e
 
 
-def _open_bytes(data: bytes, desc: str) -> Image.Image:
+def _open_bytes(data: bytes, desc: str, limit: int) -> Image.Image:
     if not data:
         raise ValueError(f"image {desc} is empty (0 bytes)")
     try:
         im = Image.open(io.BytesIO(data))
+        _check_pixels(im.size, desc, limit)  # from the header: nothing decompressed yet
         im.load()
         return im
+    except Image.DecompressionBombError as e:
+        raise _bomb(e, desc, limit) from e
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"cannot decode image {desc}: {e}; pass encoded JPEG/PNG/WebP bytes") from e
 

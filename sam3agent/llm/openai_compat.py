@@ -4,6 +4,12 @@ The client's own retries are turned off (``max_retries=0``); this module retries
 (connection errors, timeouts, 408/409/429/5xx) with exponential backoff itself so it can count the
 attempts each completion took and raise :class:`~sam3agent.llm.base.LLMBackendError` naming the
 endpoint and the last error once they are spent. Client errors (400/401/403/404/422) fail at once.
+A 200 answer whose body is not a chat completion (truncated JSON, a proxy's HTML page, no choices)
+is a backend fault too, retried the same way; the openai client never retries those itself.
+
+One HTTP client is kept per running event loop and closed when that loop shuts down (``asyncio.run``
+closes it while finishing), so one instance can serve a synchronous wrapper that runs every job in
+a fresh loop without leaking connections bound to dead loops.
 
 A limiter caps the calls in flight: ``max_concurrency=N`` shares one limit among every
 :class:`OpenAICompatibleLLM` of the process that talks to the same ``base_url``; ``limiter=`` takes
@@ -13,17 +19,18 @@ any object usable as ``async with limiter:`` (an ``asyncio.Semaphore``, a :class
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext, suppress
 from typing import TYPE_CHECKING, Any, Literal
 
-from sam3agent.llm.base import Completion, LLMBackendError, LLMRequest, ToolCall, Usage
-from sam3agent.llm.wire import ImageFormat, to_openai_messages
+from sam3agent.llm.base import Completion, LLMBackendError, LLMRequest
+from sam3agent.llm.wire import ImageFormat, MalformedResponseError, from_openai_response, to_openai_messages
 
 if TYPE_CHECKING:
     import openai
@@ -106,8 +113,10 @@ class OpenAICompatibleLLM:
             (newer OpenAI models).
         default_headers: Extra HTTP headers for every request.
 
-    One HTTP client (connection pool) is kept per running event loop; close it with :meth:`aclose`
-    (or ``async with llm:``) before the loop ends, e.g. in a synchronous wrapper around ``asyncio.run``.
+    One HTTP client (connection pool) is kept per running event loop. It is closed when that loop
+    shuts down its async generators (``asyncio.run`` and ``asyncio.Runner`` do, before closing the
+    loop); :meth:`aclose` (or ``async with llm:``) closes it earlier, and is needed for loops that
+    are closed by hand.
     """
 
     def __init__(
@@ -150,7 +159,7 @@ class OpenAICompatibleLLM:
         if max_concurrency is not None:
             limiter = shared_limiter(self.base_url, max_concurrency)
         self._limiter = limiter
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
             weakref.WeakKeyDictionary()
         )
         self._rng = random.Random()
@@ -168,13 +177,21 @@ class OpenAICompatibleLLM:
     def __repr__(self) -> str:
         return f"OpenAICompatibleLLM(base_url={self.base_url!r}, model={self.model!r})"
 
-    def _client(self) -> openai.AsyncOpenAI:
-        """The client of the running event loop (HTTP connection pools cannot cross loops)."""
+    async def _client(self) -> openai.AsyncOpenAI:
+        """The client of the running event loop (HTTP connection pools cannot cross loops).
+
+        A new client is tied to its loop's shutdown: an async generator suspended in a ``try`` whose
+        ``finally`` closes the client. The loop finalizes its pending async generators while it can
+        still run them (``loop.shutdown_asyncgens()``, called by ``asyncio.run``), so the connections
+        are closed on the loop that opened them. Without this, the client of a finished loop is
+        garbage collected later, while another loop runs, and its ``__del__`` schedules a close on
+        that other loop which fails ("Task exception was never retrieved ... Event loop is closed").
+        """
         import openai
 
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
+        entry = self._clients.get(loop)
+        if entry is None:
             client = openai.AsyncOpenAI(
                 base_url=self.base_url,
                 api_key=self._api_key,
@@ -182,14 +199,15 @@ class OpenAICompatibleLLM:
                 max_retries=0,
                 default_headers=self.default_headers or None,
             )
-            self._clients[loop] = client
-        return client
+            entry = self._clients[loop] = _LoopClient(client, _close_at_shutdown(client, self.base_url))
+            await anext(entry.closer)  # started here, so the running loop tracks it
+        return entry.client
 
     async def aclose(self) -> None:
-        """Close the HTTP client of the running event loop."""
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.close()
+        """Close the HTTP client of the running event loop (a later call opens a new one)."""
+        entry = self._clients.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            await entry.closer.aclose()
 
     async def __aenter__(self) -> OpenAICompatibleLLM:
         return self
@@ -227,30 +245,34 @@ class OpenAICompatibleLLM:
         import openai
 
         body = self.request_body(request)
-        client = self._client()
+        client = await self._client()
         attempt = 0
         while True:
             attempt += 1
             try:
                 async with self._limiter or nullcontext():
                     response = await client.chat.completions.create(**body)
+                return from_openai_response(response, attempt, self.model)
             except openai.APIStatusError as e:
                 if not _is_retryable_status(e.status_code):
                     raise LLMBackendError(self.endpoint, await self._status_message(e), attempt) from e
-                error: openai.APIError = e
+                error: BaseException = e
+                problem = _describe(e)
             except openai.APIConnectionError as e:
-                error = e
-            except openai.APIResponseValidationError as e:
-                raise LLMBackendError(self.endpoint, f"malformed response: {e}", attempt) from e
-            else:
-                return self._completion(response, attempt)
+                error, problem = e, _describe(e)
+            # A 200 whose body is no chat completion: the openai client raises the JSON error raw or
+            # returns the body as a str/list (non-JSON content type), and its own retries (status and
+            # connection failures only) never see it, so this retry stays ours.
+            except (json.JSONDecodeError, UnicodeDecodeError, openai.APIResponseValidationError,
+                    MalformedResponseError) as e:
+                error, problem = e, f"malformed response: {_describe(e)}"
             if attempt > self.max_retries:
-                raise LLMBackendError(self.endpoint, _describe(error), attempt) from error
+                raise LLMBackendError(self.endpoint, problem, attempt) from error
             delay = self._delay(attempt, error)
             logger.warning(
                 "LLM call to %s failed (%s); retry %d/%d in %.2fs",
                 self.endpoint,
-                _describe(error),
+                problem,
                 attempt,
                 self.max_retries,
                 delay,
@@ -283,33 +305,30 @@ class OpenAICompatibleLLM:
         import openai
 
         try:
-            page = await self._client().models.list(timeout=min(self.timeout, 5.0))
+            page = await (await self._client()).models.list(timeout=min(self.timeout, 5.0))
         except openai.OpenAIError as e:
             logger.debug("could not list models at %s: %s", self.base_url, e)
             return None
         return [m.id for m in page.data]
 
-    def _completion(self, response: Any, attempts: int) -> Completion:
-        if not response.choices:
-            raise LLMBackendError(self.endpoint, "the response has no choices", attempts)
-        choice = response.choices[0]
-        message = choice.message
-        calls: list[ToolCall] = []
-        for call in message.tool_calls or []:
-            function = getattr(call, "function", None)
-            if function is None:
-                logger.warning("ignoring a non-function tool call of type %r", getattr(call, "type", None))
-                continue
-            calls.append(ToolCall(id=call.id, name=function.name, arguments=function.arguments or ""))
-        usage = response.usage
-        return Completion(
-            text=message.content or "",
-            tool_calls=calls,
-            usage=Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0) if usage else Usage(),
-            attempts=attempts,
-            model=response.model or self.model,
-            finish_reason=choice.finish_reason,
-        )
+
+class _LoopClient:
+    """The client of one event loop and the async generator that closes it when the loop shuts down."""
+
+    def __init__(self, client: openai.AsyncOpenAI, closer: AsyncGenerator[None, None]) -> None:
+        self.client = client
+        self.closer = closer
+
+
+async def _close_at_shutdown(client: openai.AsyncOpenAI, base_url: str) -> AsyncGenerator[None, None]:
+    """Yield once, then close ``client`` when finalized (by ``aclose`` or the loop's shutdown)."""
+    try:
+        yield
+    finally:
+        try:
+            await client.close()
+        except (OSError, RuntimeError) as e:  # best effort: the calls are done either way
+            logger.debug("closing the HTTP client of %s failed: %s", base_url, e)
 
 
 def _is_retryable_status(status: int) -> bool:

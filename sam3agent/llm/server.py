@@ -30,10 +30,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from sam3agent.llm.wire import validate_openai_messages
 
@@ -43,21 +44,19 @@ Reply = str | Mapping[str, Any] | Callable[[dict[str, Any]], "str | Mapping[str,
 Policy = Callable[[dict[str, Any]], "str | Mapping[str, Any]"]
 
 
-class _Fault:
-    def __init__(self, status: int | None = None, stall: float = 0.0, message: str = "",
-                 body: _RawBody | None = None) -> None:
-        self.status = status
-        self.stall = stall
-        self.message = message
-        self.body = body
-
-
-class _RawBody:
+class _RawBody(NamedTuple):
     """A response body sent as given (not JSON-encoded), with its content type."""
 
-    def __init__(self, data: bytes, content_type: str) -> None:
-        self.data = data
-        self.content_type = content_type
+    data: bytes
+    content_type: str
+
+
+@dataclass
+class _Fault:
+    status: int | None = None
+    stall: float = 0.0
+    message: str = ""
+    body: _RawBody | None = None
 
 
 class ScriptedOpenAIServer:
@@ -192,8 +191,7 @@ class ScriptedOpenAIServer:
                      content_type: str = "application/json") -> None:
         """Answer the next ``count`` chat completions with HTTP 200 and ``body`` verbatim.
 
-        The default body is truncated JSON; pass e.g. an HTML page with ``content_type="text/html"``
-        (what a misconfigured proxy returns). Like other faults, it consumes no scripted reply.
+        The default is truncated JSON; a proxy's error page is HTML, ``content_type="text/html"``.
         """
         data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
         with self._lock:
@@ -204,6 +202,12 @@ class ScriptedOpenAIServer:
         """Chat-completion requests received (including failed and stalled ones)."""
         with self._lock:
             return len(self.requests)
+
+    @property
+    def open_connections(self) -> int:
+        """Client connections open right now (keep-alive ones included)."""
+        with self._lock:
+            return len(self._connections)
 
     @property
     def replies_used(self) -> int:

@@ -10,7 +10,8 @@ Tool-result messages are text-only on OpenAI's API (and in most chat templates),
 through :func:`split_tool_images` first: a run of ``tool`` messages keeps its text, and the images
 those messages carried follow the run in one ``user`` message, each labelled with the call id it
 belongs to. The same module checks the message-order rules an OpenAI server enforces
-(:func:`validate_openai_messages`), which the scripted test server uses to answer 400 like a real one.
+(:func:`validate_openai_messages`), which the scripted test server uses to answer 400 like a real one,
+and reads responses back, checking every field (:func:`from_openai_response`).
 """
 
 from __future__ import annotations
@@ -20,16 +21,19 @@ import binascii
 import io
 import json
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from sam3agent.llm.base import ImagePart, Message, Part, TextPart
+from sam3agent.llm.base import Completion, ImagePart, Message, Part, TextPart, ToolCall, Usage
 
 logger = logging.getLogger(__name__)
 
 ImageFormat = Literal["auto", "jpeg", "png"]
 
 _MIME_BY_FORMAT = {"jpeg": "image/jpeg", "png": "image/png"}
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 #: Text of a tool message whose only content was images (moved to the following user message).
 TOOL_IMAGES_MOVED = "(the images of this result follow in the next message)"
@@ -329,3 +333,70 @@ def validate_openai_messages(messages: Any) -> list[str]:
     if open_calls:
         problems.append(f"tool calls {sorted(open_calls)} of the last assistant message were not answered")
     return problems
+
+
+class MalformedResponseError(Exception):
+    """A 200 answer whose body is not a usable chat completion (a backend fault, retried)."""
+
+
+def from_openai_response(response: Any, attempts: int, model: str) -> Completion:
+    """Our :class:`~sam3agent.llm.base.Completion` of an openai chat-completions response object.
+
+    The openai client builds response objects without validating them (and returns non-JSON bodies
+    as ``str``), so every field read here is checked; text is made encodable (:func:`_valid_text`).
+
+    Args:
+        response: What ``chat.completions.create`` returned.
+        attempts: Attempts the call took.
+        model: The model name reported when the response names none.
+
+    Raises:
+        MalformedResponseError: The response is not a chat completion with one usable choice.
+    """
+    choices = getattr(response, "choices", None)
+    if not isinstance(choices, list) or not choices:
+        raise MalformedResponseError(f"the body is not a chat completion with choices: {_preview(response)}")
+    choice = choices[0]
+    message = getattr(choice, "message", None)
+    content = getattr(message, "content", None)
+    raw_calls = getattr(message, "tool_calls", None)
+    if message is None or not isinstance(content, str | None) or not isinstance(raw_calls, list | None):
+        raise MalformedResponseError(f"choices[0] has no message with text or tool calls: {_preview(choice)}")
+    calls: list[ToolCall] = []
+    for call in raw_calls or []:
+        function = getattr(call, "function", None)
+        if function is None:
+            logger.warning("ignoring a non-function tool call of type %r", getattr(call, "type", None))
+            continue
+        name, call_id = getattr(function, "name", None), getattr(call, "id", None)
+        arguments = getattr(function, "arguments", None) or ""
+        if not isinstance(name, str) or not isinstance(arguments, str) or not isinstance(call_id, str):
+            raise MalformedResponseError(f"a tool call lacks a name, arguments or an id: {_preview(call)}")
+        calls.append(ToolCall(id=call_id, name=_valid_text(name), arguments=_valid_text(arguments)))
+    usage = getattr(response, "usage", None)
+    tokens = [getattr(usage, key, None) for key in ("prompt_tokens", "completion_tokens")]
+    return Completion(
+        text=_valid_text(content or ""),
+        tool_calls=calls,
+        usage=Usage(*(n if isinstance(n, int) else 0 for n in tokens)),
+        attempts=attempts,
+        model=response.model if isinstance(getattr(response, "model", None), str) and response.model else model,
+        finish_reason=choice.finish_reason if isinstance(getattr(choice, "finish_reason", None), str) else None,
+    )
+
+
+def _valid_text(text: str) -> str:
+    """``text`` with lone surrogates (JSON ``\\ud800`` escapes of half a pair) replaced by U+FFFD.
+
+    They cannot be encoded as UTF-8: a reply holding one would break the next request (the history).
+    """
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def _preview(value: object, limit: int = 120) -> str:
+    """The start of ``value``'s text (of an openai object: the fields its body had), for error messages."""
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        value = json.dumps(dump(exclude_unset=True), default=str)
+    text = value if isinstance(value, str) else repr(value)
+    return repr(text[:limit] + ("..." if len(text) > limit else ""))
