@@ -62,7 +62,7 @@ def _load_records(dirs: Sequence[Path]) -> list[dict[str, Any]]:
         paths = RunPaths(d)
         if not paths.summary_json.exists():
             raise RunDirError(f"{d} has no summary.json: that shard has not finished; rerun its command first")
-        for r in SampleLog(paths.samples).load(repair=False):
+        for r in SampleLog(paths.samples, complete=True).load(repair=False):
             if r["id"] in records and records[r["id"]].get("_from") != str(d):
                 raise RunDirError(f"sample {r['id']} appears in two shards ({records[r['id']]['_from']} and {d})")
             records[r["id"]] = {**r, "_from": str(d)}

@@ -218,6 +218,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.query.strip():
         _error("QUERY is empty: describe what to segment, e.g. 'the red cup'")
         return EXIT_USAGE
+    from sam3agent.agent import check_query
+
+    try:
+        check_query(args.query)  # e.g. a lone surrogate from a command line that is not UTF-8
+    except ValueError as e:
+        _error(str(e))
+        return EXIT_USAGE
     problem = out_dir_problem(args.out)
     if problem:
         _error(problem)

@@ -23,6 +23,9 @@ from sam3agent.state import AgentState
 from sam3agent.tools import openai_tools
 
 MAX_MAIN_IMAGES = 2
+MAX_HISTORY_REPLY_CHARS = 20_000
+"""A reply kept in the conversation is cut to this many characters (the trace keeps all of it):
+a runaway reply would otherwise be sent back on every later turn."""
 
 
 def build_request(state: AgentState) -> LLMRequest:
@@ -100,6 +103,9 @@ def append_exchange(state: AgentState, completion: Completion, outcome: str, ima
     native_calls = completion.tool_calls if state.config.protocol == "native" else []
     if state.config.protocol == "text":
         text = through_first_call(text)
+    if len(text) > MAX_HISTORY_REPLY_CHARS:
+        cut = len(text) - MAX_HISTORY_REPLY_CHARS
+        text = f"{text[:MAX_HISTORY_REPLY_CHARS]}\n[... {cut} more characters of this reply were cut ...]"
     if not native_calls:
         state.history.append(Message.text("assistant", text or "(empty reply)"))
         parts: list[Part] = [TextPart(outcome)]

@@ -97,7 +97,7 @@ def decode_image(data: bytes, limits: ServeLimits, source: str) -> ImageHandle:
                          f"image {source} is {width}x{height} = {width * height} pixels; this server accepts at "
                          f"most {limits.max_pixels} pixels ({limits.option('max_pixels')}); downscale the image first")
     try:
-        return prepare_image(data, source=source)
+        return prepare_image(data, source=source, max_pixels=limits.max_pixels)
     except ValueError as e:
         raise ServeError(422, "bad_image", _clean(e)) from e
     except Image.DecompressionBombError as e:  # --max-pixels above PIL's own safety limit

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sam3core.image import DEFAULT_MAX_PIXELS  # one pixel limit for every entry point
+
 DEFAULT_MAX_UPLOAD_MB = 20.0
-DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_REQUEST_TIMEOUT_S = 300.0
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_BODY_TIMEOUT_S = 60.0

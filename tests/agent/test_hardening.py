@@ -162,3 +162,14 @@ def test_repeated_sync_runs_leave_no_dangling_clients(image, masks, capfd, caplo
     err = capfd.readouterr().err
     assert "Task exception was never retrieved" not in err and "Event loop is closed" not in err
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+async def test_runaway_reply_is_cut_in_the_history_but_kept_in_the_trace(image, engine) -> None:
+    from sam3agent.context import MAX_HISTORY_REPLY_CHARS
+
+    rambling = "I keep thinking. " * 5000  # 80,000 characters, no tool call
+    llm = ScriptedLLM([rambling, tool("report_no_mask")])
+    result = await Agent(llm, engine).arun(image, "the cup")
+    sent = [m for m in llm.requests[1].messages if m.role == "assistant"][0].plain_text
+    assert len(sent) < MAX_HISTORY_REPLY_CHARS + 100 and sent.endswith("more characters of this reply were cut ...]")
+    assert result.steps[0].raw_reply == rambling and result.steps[0].failure == "no_tool_call"

@@ -49,3 +49,15 @@ def test_selftest_out_existing_folder_is_accepted(tmp_path: Path, monkeypatch: p
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"sam3agent {metadata.version('sam3agent')}"
+
+
+def test_run_with_a_lone_surrogate_in_the_query_exits_2(tmp_path, capsys) -> None:
+    from PIL import Image
+
+    from sam3agent.cli import main
+
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (8, 8)).save(photo)
+    code = main(["run", str(photo), "cat \udcff", "--llm-base-url", "http://127.0.0.1:9/v1"])
+    assert code == 2
+    assert "lone surrogate at position 4" in capsys.readouterr().err
