@@ -170,6 +170,6 @@ async def test_runaway_reply_is_cut_in_the_history_but_kept_in_the_trace(image, 
     rambling = "I keep thinking. " * 5000  # 80,000 characters, no tool call
     llm = ScriptedLLM([rambling, tool("report_no_mask")])
     result = await Agent(llm, engine).arun(image, "the cup")
-    sent = [m for m in llm.requests[1].messages if m.role == "assistant"][0].plain_text
+    sent = next(m for m in llm.requests[1].messages if m.role == "assistant").plain_text
     assert len(sent) < MAX_HISTORY_REPLY_CHARS + 100 and sent.endswith("more characters of this reply were cut ...]")
     assert result.steps[0].raw_reply == rambling and result.steps[0].failure == "no_tool_call"
