@@ -3,6 +3,9 @@
 One place defines how a user names the LLM backend, SAM 3 and the agent's budgets, and how those
 options become objects, so every entry point accepts the same flags with the same defaults.
 
+Weight-loading progress bars (transformers' and huggingface_hub's) show only with ``-v`` (or
+``--log-level debug``) or when stderr is a terminal, so logs and CI output stay free of them.
+
 Defaults come from environment variables when a flag is absent:
 
 =============================  =========================================  ================================
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -170,6 +174,29 @@ def llm_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def show_progress_bars(args: argparse.Namespace) -> bool:
+    """Whether weights load with progress bars: with ``-v``, ``--log-level debug``, or stderr a terminal."""
+    if getattr(args, "verbose", 0) or getattr(args, "log_level", None) == "debug":
+        return True
+    forced = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")
+    if forced is not None:  # the user's own setting wins over the terminal test
+        return forced.strip().upper() not in {"1", "ON", "YES", "TRUE"}
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty()) if callable(isatty) else False
+
+
+def configure_progress_bars(args: argparse.Namespace) -> None:
+    """Switch transformers' and huggingface_hub's progress bars off unless :func:`show_progress_bars`.
+
+    Only ever switches them off (``HF_HUB_DISABLE_PROGRESS_BARS=1`` keeps them off either way).
+    """
+    if show_progress_bars(args):
+        return
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # huggingface_hub's bars (downloads) too
+
+
 def build_llm(args: argparse.Namespace, *, prompt_version: str = "") -> LLM:
     """The LLM backend the options describe (wrapped in a record/replay cache with ``--llm-cache``)."""
     settings = llm_settings(args)
@@ -177,7 +204,9 @@ def build_llm(args: argparse.Namespace, *, prompt_version: str = "") -> LLM:
     if settings["kind"] == "transformers":
         from sam3agent.llm.transformers_local import TransformersLLM
 
-        llm = TransformersLLM(settings["model"], device=args.device or _env("device", None), dtype=args.dtype)
+        configure_progress_bars(args)
+        llm = TransformersLLM(settings["model"], device=args.device or _env("device", None), dtype=args.dtype,
+                              local_files_only=_local_files_only(settings["model"]))
     else:
         from sam3agent.llm.openai_compat import OpenAICompatibleLLM
 
@@ -191,6 +220,25 @@ def build_llm(args: argparse.Namespace, *, prompt_version: str = "") -> LLM:
     return llm
 
 
+def _local_files_only(model: str) -> bool:
+    """Whether ``--llm-local MODEL`` must load from the local hub cache (the hub probed once, see
+    :func:`sam3core.loading.plan_hub_access`).
+
+    Raises:
+        ModelLoadError: The hub does not answer and the model is not cached (the message names the fix).
+    """
+    from sam3agent.llm.transformers_local import ModelLoadError
+    from sam3core.loading import HubUnavailableError, plan_hub_access, unavailable_hint
+
+    if model.startswith((".", "/", "~")) or model.count("/") > 1 or Path(model).expanduser().exists():
+        return False  # a local directory
+    try:
+        return plan_hub_access(model).local_files_only
+    except HubUnavailableError as e:
+        raise ModelLoadError(f"transformers:{model}", unavailable_hint(
+            model, e.why, local="--llm-local /path/to/model, a directory written by save_pretrained")) from e
+
+
 def sam3_source(args: argparse.Namespace) -> str:
     """The SAM 3 hub id or directory the options name."""
     return args.sam3 or _env("sam3", DEFAULT_SAM3) or DEFAULT_SAM3
@@ -200,5 +248,6 @@ def build_engine(args: argparse.Namespace, **kwargs: Any) -> Sam3Engine:
     """Load SAM 3 as the options say (raises ``Sam3LoadError`` naming the fix)."""
     from sam3core.engine import Sam3Engine
 
+    configure_progress_bars(args)
     return Sam3Engine.from_pretrained(sam3_source(args), device=args.device or _env("device", None),
                                       dtype=args.dtype, **kwargs)

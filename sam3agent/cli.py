@@ -48,6 +48,16 @@ def _error(message: str) -> None:
     print(f"error: {' '.join(message.split())}", file=sys.stderr)
 
 
+def _warn(message: str) -> None:
+    print(f"warning: {' '.join(message.split())}", file=sys.stderr)
+
+
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    """``-v`` after the command too (``sam3agent run IMAGE QUERY -v``); counted with the one before it."""
+    parser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                        help="more logging (-vv for debug) and weight-loading progress bars")
+
+
 def package_version() -> str:
     """The installed version of sam3agent (``"unknown"`` when it is not installed, e.g. run from a checkout)."""
     from importlib import metadata
@@ -87,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sam3agent", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG,
         description="A multimodal LLM that segments what it can reason about, with SAM 3 as its tool.")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more logging (-vv for debug) and weight-loading progress bars (shown anyway on a "
+                             "terminal)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}",
                         help="print the version of sam3agent and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -101,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=None, metavar="DIR",
                      help=f"write the result here (default: a new folder under ./{RUNS_ROOT}/)")
     bo.add_backend_arguments(run)
+    _add_verbose(run)
     run.set_defaults(func=cmd_run)
     commands.add_parser("eval", add_help=False, help="evaluate on a dataset: `sam3agent eval --help` "
                                                       "(same as python -m evals)")
@@ -109,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Check Python, torch/torchvision, the GPU, the SAM 3 weights and the "
                                              "LLM endpoint (the same flags as `run`). Downloads nothing.")
     bo.add_backend_arguments(doctor)
+    _add_verbose(doctor)
     doctor.set_defaults(func=cmd_doctor)
     selftest = commands.add_parser("selftest", help="the whole pipeline offline in seconds (run this first)",
                                    description="Tiny random SAM 3 + a scripted model served over loopback HTTP: "
@@ -141,8 +155,12 @@ def new_run_dir(root: Path = RUNS_ROOT) -> Path:
 
 
 def _preflight(settings: dict[str, Any]) -> str | None:
-    """The error line when nothing answers at the LLM endpoint (checked before SAM 3 loads)."""
-    from sam3agent.doctor import model_served, probe_endpoint, vllm_command
+    """The error line when nothing answers at the LLM endpoint (checked before SAM 3 loads).
+
+    A model the endpoint does not list gets the warning ``doctor`` gives (:func:`~sam3agent.doctor.unlisted_model`)
+    and the run goes on: a server that refuses the name then answers 404, reported with its models.
+    """
+    from sam3agent.doctor import model_served, probe_endpoint, unlisted_model, vllm_command
 
     base_url, model = settings["base_url"], settings["model"]
     probe = probe_endpoint(base_url, api_key=os.environ.get(settings["api_key_env"]), timeout=10.0)
@@ -150,8 +168,8 @@ def _preflight(settings: dict[str, Any]) -> str | None:
         return (f"nothing answers at {base_url} ({probe.error}); start vLLM with `{vllm_command(model, base_url)}` "
                 "or pass --llm-base-url the URL of a running server (check with `sam3agent doctor`)")
     if probe.models is not None and not model_served(model, probe.models):
-        logging.getLogger(__name__).warning("%s does not list %r among its models (%s)", base_url, model,
-                                            ", ".join(probe.models) or "none")
+        detail, fix = unlisted_model(model, probe.models, subject=base_url)
+        _warn(f"{detail}. Fix: {fix}. Continuing.")
     return None
 
 
@@ -330,7 +348,7 @@ def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] in _DELEGATED:
         return _delegate(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
-    verbose += args.verbose
+    args.verbose = verbose = verbose + args.verbose  # build_engine reads it (progress bars)
     logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 2), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     return int(args.func(args))

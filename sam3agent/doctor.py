@@ -2,8 +2,9 @@
 
 Checks: the Python version; the torch/torchvision pair; the CUDA device and its free memory; that the
 SAM 3 weights (and an in-process MLLM's) are reachable without downloading them (a local directory,
-the local hub cache, or gated hub access when online); and that the LLM endpoint answers and serves
-the named model. Nothing here prints or downloads weights; :func:`probe_endpoint` is also the
+the local hub cache, or gated hub access when online); and that the LLM endpoint answers and lists
+the named model (only a warning when it does not: ``run`` then warns the same way, see
+:func:`unlisted_model`). Nothing here prints or downloads weights; :func:`probe_endpoint` is also the
 ``run`` command's pre-flight check.
 """
 
@@ -17,10 +18,11 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from sam3core.loading import hub_cached, hub_offline
+
 logger = logging.getLogger(__name__)
 
 Level = Literal["ok", "warn", "fail"]
-_TRUE = {"1", "ON", "YES", "TRUE"}
 _MIN_FREE_GIB = 4.0
 MIN_PYTHON = (3, 11)
 
@@ -97,13 +99,21 @@ def model_served(model: str, models: list[str]) -> bool:
     return model in models or f"models/{model}" in models
 
 
-def hub_offline() -> bool:
-    """Whether the Hugging Face hub is switched off (``HF_HUB_OFFLINE``)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUE:
-        return True
-    from huggingface_hub import constants
+def unlisted_model(model: str, models: list[str], *, subject: str = "it") -> tuple[str, str]:
+    """What ``doctor`` and ``run`` both say when the endpoint does not list ``model``: ``(detail, fix)``.
 
-    return bool(constants.HF_HUB_OFFLINE)
+    Only a warning: gateways and aliases answer to names they do not list. A server that then
+    refuses the name answers 404, which the run reports with the served models.
+
+    Args:
+        model: The ``--model`` name.
+        models: The ids the endpoint lists.
+        subject: How the detail names the endpoint (``run`` names its URL).
+    """
+    listed = ", ".join(models) or "none"
+    return (f"{subject} does not list {model!r} among its models; it serves: {listed}",
+            "pass --model one of those names, or serve that model there (a server that also answers to "
+            "unlisted names, e.g. a gateway or an alias, still works)")
 
 
 def check_python(version_info: tuple[int, ...] | None = None) -> Check:
@@ -166,19 +176,6 @@ def _check_local_dir(name: str, path: Path, flag: str) -> Check:
     return Check(name, "ok", f"local directory {path}")
 
 
-def _cached(repo_id: str) -> str | None:
-    """The cached config.json of ``repo_id`` when its weights are cached too, else ``None``."""
-    from huggingface_hub import try_to_load_from_cache
-
-    config = try_to_load_from_cache(repo_id, "config.json")
-    if not isinstance(config, str):
-        return None
-    for weights in ("model.safetensors", "model.safetensors.index.json"):
-        if isinstance(try_to_load_from_cache(repo_id, weights), str):
-            return config
-    return None
-
-
 def check_weights(source: str, *, what: str = "SAM 3 weights", flag: str = "--sam3") -> Check:
     """Whether a model's weights can be loaded, without downloading them.
 
@@ -193,7 +190,7 @@ def check_weights(source: str, *, what: str = "SAM 3 weights", flag: str = "--sa
     name = f"{what} ({source})"
     if _looks_like_path(source):
         return _check_local_dir(name, Path(source).expanduser(), flag)
-    cached = _cached(source)
+    cached = hub_cached(source)
     if cached is not None:
         return Check(name, "ok", f"in the local hub cache ({Path(cached).parent})")
     download = (f"on a machine with hub access, accept the licence at https://huggingface.co/{source}, log in "
@@ -229,7 +226,7 @@ def _check_hub_access(name: str, source: str, flag: str) -> Check:
 
 def check_endpoint(base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY",
                    timeout: float = 5.0) -> Check:
-    """The LLM endpoint answers and serves ``model`` (lists the models it serves)."""
+    """The LLM endpoint answers and lists ``model`` (a warning naming the models it serves when it does not)."""
     name = f"LLM endpoint ({base_url})"
     probe = probe_endpoint(base_url, api_key=os.environ.get(api_key_env), timeout=timeout)
     if not probe.reachable:
@@ -242,11 +239,9 @@ def check_endpoint(base_url: str, model: str, *, api_key_env: str = "OPENAI_API_
     if probe.models is None:
         return Check(name, "warn", f"it answers but does not list its models ({probe.error})",
                      "check that --llm-base-url ends with the API root (usually /v1)")
-    listed = ", ".join(probe.models) or "none"
     if not model_served(model, probe.models):
-        return Check(name, "fail", f"it does not serve {model!r}; it serves: {listed}",
-                     "pass --model one of those names, or serve that model there")
-    return Check(name, "ok", f"serves {listed}")
+        return Check(name, "warn", *unlisted_model(model, probe.models))
+    return Check(name, "ok", f"serves {', '.join(probe.models) or 'none'}")
 
 
 def run_doctor(*, sam3: str, llm: dict[str, Any], timeout: float = 5.0) -> list[Check]:

@@ -115,9 +115,11 @@ class Sam3Engine:
             This, with ``cache_bytes``, bounds GPU memory.
         batch_window_ms: How long the worker waits for more requests to batch with the first.
         name: Shown in logs and ``repr``.
-        meta_text_prompts: Run text-only prompts as Meta's SAM 3 does, with the token its geometry
-            encoder makes from an empty box prompt appended to the text (see
-            :func:`geometry_prompt_token`); off, the prompt is transformers' (text tokens only).
+        meta_text_prompts: Run text-only prompts as Meta's SAM 3 does (and was trained), with the
+            token its geometry encoder makes from an empty box prompt appended to the text (see
+            :func:`geometry_prompt_token`). On by default: transformers' ``Sam3Model.forward``
+            leaves that token out of text-only prompts, which changes every score and mask. Off
+            gives transformers' own result.
     """
 
     def __init__(
@@ -134,7 +136,7 @@ class Sam3Engine:
         max_batch: int = 8,
         batch_window_ms: float = 2.0,
         name: str = "sam3",
-        meta_text_prompts: bool = False,
+        meta_text_prompts: bool = True,
     ) -> None:
         self.device, self.dtype = resolve_device_dtype(device, dtype)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
@@ -166,13 +168,17 @@ class Sam3Engine:
     ) -> Sam3Engine:
         """Load SAM 3 from a hub id (default ``facebook/sam3``, gated) or a local directory.
 
+        A hub id is probed once first (:func:`sam3core.loading.plan_hub_access`): with no answer it
+        loads from the local hub cache, or fails at once naming the fixes.
+
         Args:
             model: Hub id or directory written by ``save_pretrained``.
             device: See the class.
             dtype: See the class.
             token: Hub token (default: the logged-in one / ``HF_TOKEN``).
             revision: Hub revision.
-            local_files_only: Do not try the network.
+            local_files_only: ``True``: never the network (the local hub cache only); ``False``: the
+                hub must answer; ``None`` (default): the hub when it answers, else the local hub cache.
             **kwargs: Passed to the constructor (``cache_bytes``, ``dedup_iou``, ...).
 
         Raises:

@@ -48,11 +48,12 @@ def test_all_good_with_local_weights_and_a_live_endpoint(tiny_sam3_dir, capsys) 
     assert lines_of(out, "GPU:")[0].split()[0] in ("OK", "WARN")
 
 
-def test_endpoint_not_serving_the_model(capsys) -> None:
+def test_endpoint_not_listing_the_model_is_a_warning(capsys) -> None:
+    """As ``run`` warns and goes on (a gateway may answer to unlisted names); see test_cli_first_minutes."""
     with ScriptedOpenAIServer(models=["qwen-small"]) as server:
         check = doctor.check_endpoint(server.base_url, "Qwen/Qwen2.5-VL-7B-Instruct")
-    assert check.level == "fail"
-    assert "it does not serve 'Qwen/Qwen2.5-VL-7B-Instruct'; it serves: qwen-small" in check.detail
+    assert check.level == "warn"
+    assert "does not list 'Qwen/Qwen2.5-VL-7B-Instruct' among its models; it serves: qwen-small" in check.detail
     assert "--model" in check.fix
 
 

@@ -28,8 +28,9 @@ def run_result(tiny_engine: Any) -> AgentResult:
         ],
         verify_replies=reject_mask_2,
     )
-    # overlap_iom=None: the random tiny model's masks overlap heavily; the page should show all four
-    config = AgentConfig(score_threshold=0.0, max_masks=4, overlap_iom=None)
+    # Exactly three masks whatever the random weights give: overlap_iom=1.0 removes nothing (an
+    # overlap cannot exceed the smaller mask) and turns the engine's own duplicate removal off
+    config = AgentConfig(score_threshold=0.0, max_masks=3, overlap_iom=1.0)
     return Agent(llm, tiny_engine, config).run(synthetic_image(), QUERY)
 
 
