@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,21 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hub_helpers import RETRY_NOISE, closed_port_url
 
 from sam3agent import backend_options as bo
 from sam3agent.cli import main
 from sam3agent.llm.server import ScriptedOpenAIServer
 from sam3agent.selftest import scripted_policy
-
-RETRY_NOISE = ("Retrying in", "thrown while requesting")
-
-
-def closed_port_url() -> str:
-    """An http URL on loopback where nothing listens (a port bound, read and closed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 def closed_hub_env(hf_home: Path) -> dict[str, str]:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hub_helpers import RETRY_NOISE, closed_port_url
 
 from sam3core.loading import Sam3LoadError
 from sam3core.testing import save_tiny_sam3
@@ -36,15 +36,7 @@ except Sam3LoadError as e:
 print(json.dumps({"seconds": time.perf_counter() - started, "outcome": outcome}))
 """
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-RETRY_NOISE = ("Retrying in", "thrown while requesting")
 
-
-def closed_port_url() -> str:
-    """An http URL on loopback where nothing listens (a port bound, read and closed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 def closed_hub_env(hf_home: Path, endpoint: str, **extra: str) -> dict[str, str]:

@@ -146,3 +146,24 @@ class ServerThread:
     def url(self) -> str:
         """``http://127.0.0.1:<port>``."""
         return f"http://127.0.0.1:{self.port}"
+
+
+def error_message(response: Any, status: int, kind: str) -> str:
+    """Check an HTTP API error response (status, JSON ``{"error": {type, message}}``); its message."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"} and body["error"]["type"] == kind
+    return str(body["error"]["message"])
+
+
+def wait_healthy(client: Any, tries: int = 100) -> Any:
+    """``GET /healthz`` until the server answers (its socket is bound before the app starts)."""
+    import httpx2
+
+    for _ in range(tries):
+        try:
+            return client.get("/healthz")
+        except httpx2.TransportError:
+            time.sleep(0.05)
+    return client.get("/healthz")

@@ -13,7 +13,7 @@ from typing import Any
 import httpx2
 import pytest
 from PIL import Image
-from serve_helpers import PolicyLLM, ServerThread, expected_area, png
+from serve_helpers import PolicyLLM, ServerThread, error_message, expected_area, png
 
 from sam3agent import Agent
 from sam3agent.llm.openai_compat import OpenAICompatibleLLM
@@ -34,12 +34,7 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _error(response: httpx2.Response, status: int, kind: str) -> str:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error"} and body["error"]["type"] == kind
-    return str(body["error"]["message"])
+_error = error_message
 
 
 def test_healthz_and_info(agent: Agent) -> None:

@@ -8,12 +8,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx2
 import pytest
-from serve_helpers import png
+from serve_helpers import png, wait_healthy
 
 from sam3agent.serve.cli import build_parser, main
 
@@ -67,12 +66,7 @@ def test_http_server_from_the_cli(tmp_path: Path) -> None:
         assert match, line + process.stderr.read()
         url = match.group(1)
         with httpx2.Client(base_url=url, timeout=30) as client:
-            for _ in range(100):  # the socket is bound before the app starts: wait for it to answer
-                try:
-                    health = client.get("/healthz")
-                    break
-                except httpx2.TransportError:
-                    time.sleep(0.05)
+            health = wait_healthy(client)
             by_path = client.post("/v1/segment", json={"image_path": "cat.png", "query": "cat"})
             inline = client.post("/v1/segment", json={"image": base64.b64encode(png()).decode(), "query": "cat"})
             info = client.get("/v1/info").json()

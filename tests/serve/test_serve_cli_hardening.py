@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from serve_helpers import wait_healthy
 
 import sam3agent.serve.cli as serve_cli
 from sam3agent.cli import main as sam3agent_main
@@ -157,12 +158,7 @@ def test_cli_server_cuts_off_slow_clients_and_requires_its_key(tmp_path: Path) -
                 time.sleep(0.05)
             port = int(match.group(1))
             with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-                for _ in range(100):  # the socket is bound before the app starts: wait for it to answer
-                    try:
-                        health = client.get("/healthz")
-                        break
-                    except httpx2.TransportError:
-                        time.sleep(0.05)
+                health = wait_healthy(client)
                 seconds = _hold_slow_connections(port, 50, give_up_s=15)
                 anonymous = client.get("/v1/info")
                 keyed = client.get("/v1/info", headers={"Authorization": f"Bearer {KEY}"})

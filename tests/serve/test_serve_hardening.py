@@ -18,7 +18,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
-from serve_helpers import ServerThread, png
+from serve_helpers import ServerThread, error_message, png
 
 from sam3agent import Agent, as_openai_tool
 from sam3agent.serve import ServeLimits, build_mcp_server, create_app
@@ -46,12 +46,7 @@ def serving(agent: Agent, api_key: str | None = None, **limits: Any) -> Iterator
         yield client
 
 
-def _error(response: httpx2.Response, status: int, kind: str) -> str:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error"} and body["error"]["type"] == kind
-    return str(body["error"]["message"])
+_error = error_message
 
 
 def _b64(data: bytes) -> str:

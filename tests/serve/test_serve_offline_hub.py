@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-
-
-def closed_port_url() -> str:
-    """An http URL on loopback where nothing listens (a port bound, read and closed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+from hub_helpers import closed_port_url
 
 
 @pytest.mark.parametrize("server", ["http", "mcp"])
