@@ -85,7 +85,7 @@ async def _render_pictures(agent: Agent, state: AgentState, step: Step, targets:
                            ids: Sequence[int]) -> list[tuple[ImagePart, ImagePart]]:
     """The (single-mask, close-up) pair of encoded images of every target, rendered in threads."""
     detections, image = state.detections, state.handle.image
-    rgb = np.asarray(image.convert("RGB"))
+    rgb = np.asarray(image)  # ImageHandle.image is 8-bit RGB
 
     def pictures(index: int) -> tuple[ImagePart, ImagePart]:
         mask_id = ids[index]

@@ -21,17 +21,9 @@ import numpy as np
 import supervision as sv
 from pycocotools import mask as mask_utils
 
+from sam3core.postprocess import mask_boxes_continuous
+
 MIN_RLE_CHARS = 5
-
-
-def _boxes(masks: np.ndarray) -> np.ndarray:
-    """``(N, 4)`` int boxes ``[x0, y0, x1, y1)`` (exclusive ends) of ``(N, H, W)`` masks; empty: zeros."""
-    boxes = np.zeros((len(masks), 4), np.int64)
-    for i, mask in enumerate(masks):
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        if len(rows):
-            boxes[i] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
-    return boxes
 
 
 def overlap_keep(masks: np.ndarray, scores: np.ndarray, iom_threshold: float) -> np.ndarray:
@@ -53,7 +45,7 @@ def overlap_keep(masks: np.ndarray, scores: np.ndarray, iom_threshold: float) ->
     order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
     if len(masks) <= 1:
         return order.astype(np.int64)
-    boxes = _boxes(masks)
+    boxes = mask_boxes_continuous(masks).astype(np.int64)  # [x0, y0, x1, y1), empty: zeros
     areas = masks.reshape(len(masks), -1).sum(axis=1)
     limit = np.float32(iom_threshold)
     kept: list[int] = []

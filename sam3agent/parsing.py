@@ -57,6 +57,7 @@ _FORMAT = '<tool>{"name": "<tool name>", "parameters": {...}}</tool>'
 _SMALL_CALL = "the parameters of a tool call are a small JSON object of plain values"
 # a JSON string (skipped whole, escapes included) or one bracket
 _JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+_JSON_TOKEN_BYTES = re.compile(_JSON_TOKEN.pattern.encode())
 
 MAX_REPLY_CHARS = 1_000_000
 """Longest reply parsed (about 250k tokens, far past any sampling limit); longer is a parse_error."""
@@ -242,16 +243,42 @@ def _check_call_json(raw: str, what: str, call_id: str | None) -> None:
     if len(raw) > MAX_CALL_CHARS:
         raise ParseError("parse_error", f"{what} is {len(raw):,} characters long, over the limit of "
                          f"{MAX_CALL_CHARS:,}; {_SMALL_CALL}", call_id=call_id)
+    if json_nesting_problem(raw, MAX_JSON_DEPTH) is not None:
+        raise ParseError("parse_error", f"{what} nests brackets more than {MAX_JSON_DEPTH} levels deep; "
+                         f"{_SMALL_CALL}", call_id=call_id)
+
+
+def json_nesting_problem(raw: str | bytes, max_depth: int, *, max_tokens: int | None = None) -> str | None:
+    """Whether JSON text is unsafe to hand to ``json.loads``, checked in one linear scan.
+
+    Python's JSON decoder recurses once per nesting level, so deep input ends in a
+    ``RecursionError``. Strings are skipped whole (escapes included) by the regex, so brackets
+    inside them do not count and a long base64 string costs no Python loop.
+
+    Args:
+        raw: The JSON text (``str`` or UTF-8 ``bytes``).
+        max_depth: Deepest bracket nesting allowed.
+        max_tokens: Most brackets and strings allowed (``None``: no limit).
+
+    Returns:
+        ``"depth"`` when nested deeper than ``max_depth``, ``"tokens"`` when it has more than
+        ``max_tokens`` brackets and strings, else ``None``.
+    """
+    pattern = _JSON_TOKEN if isinstance(raw, str) else _JSON_TOKEN_BYTES
+    opening = ("[", "{") if isinstance(raw, str) else (b"[", b"{")
+    closing = ("]", "}") if isinstance(raw, str) else (b"]", b"}")
     depth = 0
-    for token in _JSON_TOKEN.finditer(raw):
+    for count, token in enumerate(pattern.finditer(raw)):
+        if max_tokens is not None and count >= max_tokens:
+            return "tokens"
         bracket = token.group()
-        if bracket in ("[", "{"):
+        if bracket in opening:
             depth += 1
-            if depth > MAX_JSON_DEPTH:
-                raise ParseError("parse_error", f"{what} nests brackets more than {MAX_JSON_DEPTH} levels deep; "
-                                 f"{_SMALL_CALL}", call_id=call_id)
-        elif bracket in ("]", "}"):
+            if depth > max_depth:
+                return "depth"
+        elif bracket in closing:
             depth = max(0, depth - 1)
+    return None
 
 
 def _decode_object(block: str, truncated: bool) -> dict[str, Any]:

@@ -119,16 +119,23 @@ def _read_prompt_file(path: Path | str | None, what: str) -> str | None:
     """The text of a user-supplied prompt file (``None`` for no file)."""
     if path is None:
         return None
-    file = Path(path).expanduser()
+    file = Path(path).expanduser().resolve()
     if not file.is_file():
         raise FileNotFoundError(f"{what}: no such file {file}; give the path of a plain-text prompt file")
+    stat = file.stat()
     try:
-        text = file.read_text(encoding="utf-8")
+        text = _read_text(file, (stat.st_mtime_ns, stat.st_size))
     except UnicodeDecodeError as e:
         raise ValueError(f"{what}: {file} is not UTF-8 text ({e}); save it as UTF-8") from e
-    if not text.strip():
+    if not text:
         raise ValueError(f"{what}: {file} is empty; a prompt file must hold the prompt text")
-    return text.strip()
+    return text
+
+
+@lru_cache(maxsize=16)
+def _read_text(file: Path, stamp: tuple[int, int]) -> str:
+    """A prompt file's stripped text; ``stamp`` (mtime, size) only makes an edited file miss the cache."""
+    return file.read_text(encoding="utf-8").strip()
 
 
 def _stamp(directory: Path) -> tuple[tuple[int, int], ...]:

@@ -25,6 +25,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from sam3core.postprocess import mask_boxes_continuous
+
 Box = tuple[float, float, float, float]  # (x, y, w, h) in pixels, continuous
 
 _ZOOM_SHARE = 0.25
@@ -116,12 +118,11 @@ def render_zoom_context(
     height, width = image.shape[:2]
     if mask.shape != (height, width):
         raise ValueError(f"mask {mask.shape} does not match image {(height, width)}")
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if len(rows) == 0:
+    area = int(np.count_nonzero(mask))
+    if area == 0:
         raise ValueError("the mask is empty; nothing to zoom into")
-    mx0, my0, mx1, my1 = int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-    zoom_box, context_box = zoom_geometry((mx0, my0, mx1 - mx0, my1 - my0), float(np.count_nonzero(mask)),
-                                          height, width)
+    mx0, my0, mx1, my1 = (int(v) for v in mask_boxes_continuous(mask[None])[0])
+    zoom_box, context_box = zoom_geometry((mx0, my0, mx1 - mx0, my1 - my0), float(area), height, width)
     color = _farthest_color(image[my0:my1, mx0:mx1], palette)
     cx0, cy0, cx1, cy1 = _int_box(context_box, height, width)
     zx0, zy0, zx1, zy1 = _int_box(zoom_box, height, width)

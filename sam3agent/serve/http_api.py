@@ -26,7 +26,6 @@ import dataclasses
 import functools
 import json
 import logging
-import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +38,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Message
 
+from sam3agent.parsing import json_nesting_problem
 from sam3agent.serve.auth import ApiKeyMiddleware, check_api_key
 from sam3agent.serve.common import (
     ServeError,
@@ -63,8 +63,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _BOTH_IMAGES = "send either image or image_path, not both"
 MAX_JSON_DEPTH = 16  # the body is a flat object; anything deeper is refused before json.loads recurses
-_MAX_JSON_STRUCTURE = 10_000  # brackets, quotes and backslashes one body may contain (a base64 image has none)
-_JSON_STRUCTURE = re.compile(rb'[\[\]{}"\\]')
+_MAX_JSON_TOKENS = 10_000  # brackets and strings one body may contain (a flat request has a dozen)
 
 
 def create_app(agent: Agent, limits: ServeLimits, *, info: Mapping[str, Any] | None = None,
@@ -257,37 +256,17 @@ class _Api:
 def check_json_depth(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> None:
     """Refuse a JSON body nested deeper than ``max_depth`` before it is parsed.
 
-    Python's parser recurses once per level, so 100,000 ``[`` would end in a ``RecursionError``. The
-    scan looks only at brackets, quotes and backslashes (found by a regex, so a base64 image costs
-    no Python loop) and skips those inside strings.
-
     Raises:
         ServeError: 400 when the body nests deeper than ``max_depth`` or has more than
-            ``_MAX_JSON_STRUCTURE`` brackets, quotes and backslashes.
+            ``_MAX_JSON_TOKENS`` brackets and strings (see :func:`sam3agent.parsing.json_nesting_problem`).
     """
-    depth, in_string, escaped = 0, False, -1
-    for count, match in enumerate(_JSON_STRUCTURE.finditer(body)):
-        if count >= _MAX_JSON_STRUCTURE:
-            raise bad_request(f"the JSON body has more than {_MAX_JSON_STRUCTURE} brackets, quotes and backslashes; "
-                              'send a flat object {"image": base64, "query": "..."}')
-        position = match.start()
-        if position == escaped:
-            continue
-        char = body[position]
-        if in_string:
-            if char == 0x5C:  # backslash: the next byte is escaped
-                escaped = position + 1
-            elif char == 0x22:
-                in_string = False
-        elif char == 0x22:
-            in_string = True
-        elif char in b"[{":
-            depth += 1
-            if depth > max_depth:
-                raise bad_request(f"the JSON body is nested more than {max_depth} levels deep; "
-                                  'send a flat object {"image": base64, "query": "..."}')
-        elif char in b"]}":
-            depth -= 1
+    problem = json_nesting_problem(body, max_depth, max_tokens=_MAX_JSON_TOKENS)
+    if problem == "depth":
+        raise bad_request(f"the JSON body is nested more than {max_depth} levels deep; "
+                          'send a flat object {"image": base64, "query": "..."}')
+    if problem == "tokens":
+        raise bad_request(f"the JSON body has more than {_MAX_JSON_TOKENS} brackets and strings; "
+                          'send a flat object {"image": base64, "query": "..."}')
 
 
 def _text(value: object) -> str | None:

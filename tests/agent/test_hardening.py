@@ -146,6 +146,9 @@ def _settled(count: Callable[[], int], wait_s: float = 2.0) -> int:
 @pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_repeated_sync_runs_leave_no_dangling_clients(image, masks, capfd, caplog) -> None:
     engine = _CollectingEngine({"dog": masks[:1]})
+    # clients left by earlier tests (other loops, e.g. the serve tests' server threads) must not be
+    # collected inside the measured runs and blamed on them
+    gc.collect()
     with ScriptedOpenAIServer(_policy) as server, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResourceWarning)
         llm = OpenAICompatibleLLM(server.base_url, "scripted", max_retries=0)
