@@ -36,6 +36,7 @@ _PAPER: dict[str, object] = {
     "image_detail": "high",
     "refused_phrase_restarts_window": True,
     "box_source": "predicted",  # its output boxes are SAM 3's predicted boxes
+    "mask_upsampling": "logits",  # its processor thresholds sigmoid(bilinear(mask logits))
     "sampling": {"temperature": None, "top_p": None, "seed": None, "max_tokens": 4096},
 }
 _PRESETS: dict[str, dict[str, object]] = {"default": {}, "paper": _PAPER}
@@ -77,6 +78,11 @@ class AgentConfig(BaseModel):
             :mod:`sam3agent.overlap`): a mask whose intersection covers more than this share of
             the smaller mask of a higher-scoring kept one is dropped. ``None`` turns it off and
             leaves duplicate removal to the engine's own setting; otherwise the engine's is off.
+        mask_upsampling: The engine's binarisation order of ``segment_phrase`` masks:
+            ``"probabilities"`` thresholds ``bilinear(sigmoid(logits))`` (transformers'
+            post-processing), ``"logits"`` thresholds ``sigmoid(bilinear(logits))`` (the
+            reference's processor); ``None`` leaves it to the engine's own setting. The two differ
+            only on pixels near mask borders.
         drop_short_rle: Drop masks whose COCO RLE string is at most 4 characters long (the
             reference's test for empty masks; it also drops a full-image mask of a tiny image)
             instead of only empty masks.
@@ -120,6 +126,7 @@ class AgentConfig(BaseModel):
     mask_threshold: float = Field(0.5, ge=0.0, le=1.0)
     max_masks: int | None = Field(100, ge=1)
     overlap_iom: float | None = Field(0.3, ge=0.0, le=1.0)
+    mask_upsampling: Literal["probabilities", "logits"] | None = None
     drop_short_rle: bool = False
     reexamine: Literal["unchecked", "all"] = "unchecked"
     refused_phrase_restarts_window: bool = False

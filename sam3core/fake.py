@@ -57,13 +57,15 @@ class FakeEngine:
         return prepare_image(image)
 
     def segment(self, image, phrases, *, boxes=None, box_labels=None, score_threshold=0.5,
-                mask_threshold=0.5, max_masks=100, dedup_iou="default"):  # type: ignore[no-untyped-def]
+                mask_threshold=0.5, max_masks=100, dedup_iou="default",
+                mask_upsampling="default"):  # type: ignore[no-untyped-def]
         """Return the registered masks for each phrase (see :class:`SegmentEngine`).
 
         Keeps masks scoring strictly above ``score_threshold`` (like the real engine and Meta's
         processor), at most ``max_masks`` of them (``None`` = no cap), highest first. Exemplar
-        ``boxes``/``box_labels`` and ``mask_threshold`` are ignored; so is ``dedup_iou``: the fake
-        has no duplicate suppression, it returns the registered masks as they are.
+        ``boxes``/``box_labels`` and ``mask_threshold`` are ignored; so are ``dedup_iou`` and
+        ``mask_upsampling``: the fake has no duplicate suppression and no upsampling, it returns
+        the registered masks as they are.
 
         Raises:
             ValueError: A registered mask does not match the image size, registered boxes do not

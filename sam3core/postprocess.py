@@ -1,4 +1,9 @@
-"""Pure helpers around the model: SAM 3 outputs and masks to ``sv.Detections``, prompt boxes in.
+"""Post-processing of SAM 3's outputs into ``sv.Detections``, and exemplar prompt boxes in.
+
+The engine runs the model; everything after the forward pass is here: which queries to keep
+(:func:`select_queries`: score threshold, cap, duplicate suppression), mask upsampling and
+binarisation at the original size (:func:`upsample_masks`), predicted boxes in pixels
+(:func:`predicted_boxes`) and assembly into detections (:func:`detections_from_masks`).
 
 Two box conventions meet here:
 
@@ -9,16 +14,26 @@ Two box conventions meet here:
   (normalised box times ``(W, H, W, H)``): x2/y2 are the right/bottom *edges*, so a box around
   that one pixel is ``x1 = 3, x2 = 4``. Not clipped to the image (like transformers and Meta's
   processor), so values may lie slightly outside ``[0, W] x [0, H]``.
+
+Two binarisation orders exist (:data:`MASK_UPSAMPLING`): ``"probabilities"`` upsamples
+``sigmoid(logits)`` bilinearly and thresholds that (transformers' post-processing, the engine's
+default); ``"logits"`` upsamples the logits and thresholds their sigmoid (Meta's ``Sam3Processor``).
+They differ only on pixels near mask borders.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import numpy as np
 import supervision as sv
 
 from sam3core.protocol import Box
+
+MaskUpsampling = Literal["probabilities", "logits"]
+MASK_UPSAMPLING: tuple[str, ...] = get_args(MaskUpsampling)
+"""Binarisation orders of :func:`upsample_masks` (see the module docstring)."""
 
 PREDICTED_XYXY = "predicted_xyxy"
 """``Detections.data`` key of SAM 3's predicted boxes: ``(N, 4)`` float32, continuous pixel xyxy."""
@@ -111,8 +126,8 @@ def mask_boxes_continuous(masks: np.ndarray) -> np.ndarray:
 # transformers' post_process_instance_segmentation upsamples every kept query to the full image
 # size as float (then binarises to int64) before anything is dropped: gigabytes for 100 masks on
 # a 12 MP photo. We select on the low-resolution masks first and upsample only the survivors, in
-# chunks, straight to bool. Scoring and binarisation follow the same definitions (score =
-# sigmoid(query logit) * sigmoid(presence logit); mask = bilinear(sigmoid(mask logits)) > t).
+# chunks, straight to bool. Scoring follows the same definition (score = sigmoid(query logit) *
+# sigmoid(presence logit)); binarisation is either order of MASK_UPSAMPLING.
 
 DEFAULT_CHUNK_BYTES = 256 * 1024 * 1024
 
@@ -163,9 +178,11 @@ def select_queries(
         inter = f @ f.T
         area = f.sum(dim=1)
         iou = inter / (area[:, None] + area[None, :] - inter).clamp(min=1.0)
+        # one transfer to the host; float64 so the comparison with the Python float is exact
+        host = iou.double().cpu().numpy()
         kept: list[int] = []
-        for i in range(keep.numel()):
-            if all(float(iou[i, j]) <= dedup_iou for j in kept):
+        for i in range(host.shape[0]):
+            if not kept or bool((host[i, kept] <= dedup_iou).all()):
                 kept.append(i)
         keep = keep[torch.tensor(kept, dtype=torch.long, device=keep.device)]
     return keep, scores[keep]
@@ -177,6 +194,7 @@ def upsample_masks(
     mask_threshold: float,
     *,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    order: MaskUpsampling = "probabilities",
 ) -> np.ndarray:
     """Upsample low-resolution mask logits to the original image size, chunk by chunk, to bool.
 
@@ -186,12 +204,19 @@ def upsample_masks(
         size: ``(H, W)`` of the original image.
         mask_threshold: Probability threshold.
         chunk_bytes: Upper bound on the float working memory of one chunk.
+        order: ``"probabilities"``: ``bilinear(sigmoid(logits)) > t`` (transformers'
+            post-processing); ``"logits"``: ``sigmoid(bilinear(logits)) > t`` (Meta's processor).
 
     Returns:
         ``(K, H, W)`` bool numpy array.
+
+    Raises:
+        ValueError: If ``order`` is not one of :data:`MASK_UPSAMPLING`.
     """
     import torch.nn.functional as F
 
+    if order not in MASK_UPSAMPLING:
+        raise ValueError(f"mask upsampling order must be one of {MASK_UPSAMPLING}, got {order!r}")
     height, width = size
     count = int(mask_logits.shape[0])
     out = np.zeros((count, height, width), dtype=bool)
@@ -200,11 +225,57 @@ def upsample_masks(
     per_mask = height * width * 4
     step = max(1, chunk_bytes // per_mask)
     for start in range(0, count, step):
-        chunk = mask_logits[start : start + step].float().sigmoid()[None]
+        chunk = mask_logits[start : start + step].float()[None]
+        if order == "probabilities":
+            chunk = chunk.sigmoid()
         up = F.interpolate(chunk, size=(height, width), mode="bilinear", align_corners=False)[0]
+        if order == "logits":
+            up = up.sigmoid_()
         out[start : start + step] = (up > mask_threshold).cpu().numpy()
         del up, chunk
     return out
+
+
+def prompt_detections(
+    outputs,  # type: ignore[no-untyped-def]
+    row: int,
+    size: tuple[int, int],
+    label: str,
+    *,
+    score_threshold: float,
+    mask_threshold: float,
+    max_masks: int | None,
+    dedup_iou: float | None,
+    order: MaskUpsampling = "probabilities",
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> sv.Detections:
+    """The detections of one prompt (batch row ``row``) of a ``Sam3Model`` output.
+
+    Selects the queries (:func:`select_queries`), upsamples only their masks to ``size``
+    (:func:`upsample_masks`) and carries their predicted boxes (:func:`predicted_boxes`).
+
+    Args:
+        outputs: The model output (``pred_logits``, ``presence_logits``, ``pred_masks``, ``pred_boxes``).
+        row: The prompt's batch row.
+        size: ``(H, W)`` of the original image.
+        label: The phrase stored in ``data["phrase"]``.
+        score_threshold: See :func:`select_queries`.
+        mask_threshold: See :func:`select_queries`.
+        max_masks: See :func:`select_queries`.
+        dedup_iou: See :func:`select_queries`.
+        order: Binarisation order (see :func:`upsample_masks`).
+        chunk_bytes: Working-memory bound of the upsampling.
+
+    Returns:
+        ``sv.Detections`` as :func:`detections_from_masks` builds them.
+    """
+    presence = outputs.presence_logits[row] if outputs.presence_logits is not None else None
+    keep, scores = select_queries(outputs.pred_logits[row], presence, outputs.pred_masks[row],
+                                  score_threshold=score_threshold, mask_threshold=mask_threshold,
+                                  max_masks=max_masks, dedup_iou=dedup_iou)
+    masks = upsample_masks(outputs.pred_masks[row][keep], size, mask_threshold, chunk_bytes=chunk_bytes, order=order)
+    boxes = predicted_boxes(outputs.pred_boxes[row], keep, size)
+    return detections_from_masks(masks, scores.float().cpu().numpy(), label, boxes)
 
 
 def predicted_boxes(pred_boxes, keep, size: tuple[int, int]) -> np.ndarray:  # type: ignore[no-untyped-def]

@@ -36,8 +36,11 @@ class SegmentEngine(Protocol):
 
     Keyword arguments of :meth:`segment` / :meth:`asegment`: ``boxes`` / ``box_labels``
     (exemplar prompts), ``score_threshold``, ``mask_threshold``, ``max_masks`` (``None`` = no
-    cap) and ``dedup_iou`` (duplicate suppression IoU; ``None`` = off, ``"default"`` = the
-    engine's own setting; engines without duplicate suppression accept and ignore it).
+    cap), ``dedup_iou`` (duplicate suppression IoU; ``None`` = off, ``"default"`` = the
+    engine's own setting; engines without duplicate suppression accept and ignore it) and
+    ``mask_upsampling`` (``"probabilities"``, ``"logits"`` or ``"default"``: the binarisation
+    order of masks at the original size, see :mod:`sam3core.postprocess`; engines that do not
+    upsample accept and ignore it).
     """
 
     def prepare(self, image: ImageInput) -> ImageHandle:
@@ -56,6 +59,7 @@ class SegmentEngine(Protocol):
         mask_threshold: float = ...,
         max_masks: int | None = ...,
         dedup_iou: float | str | None = ...,
+        mask_upsampling: str = ...,
     ) -> sv.Detections: ...
 
     @overload
@@ -70,6 +74,7 @@ class SegmentEngine(Protocol):
         mask_threshold: float = ...,
         max_masks: int | None = ...,
         dedup_iou: float | str | None = ...,
+        mask_upsampling: str = ...,
     ) -> list[sv.Detections]: ...
 
     def segment(self, image, phrases, **kwargs):  # type: ignore[no-untyped-def]

@@ -139,12 +139,9 @@ def build_random_sam3(size: Size = "tiny", *, seed: int = 0):  # type: ignore[no
     import torch
     from transformers import Sam3Model
 
-    state = torch.random.get_rng_state()
-    try:
+    with torch.random.fork_rng(devices=[]):  # the caller's CPU generator is left as it was
         torch.manual_seed(seed)
         model = Sam3Model(sam3_config(size))
-    finally:
-        torch.random.set_rng_state(state)
     return model.eval(), build_processor()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -104,7 +105,8 @@ def test_engine_matches_meta_processor(parity: Any, tmp_path: Path) -> None:
     """Meta's ``Sam3Processor`` (set_image + set_text_prompt) vs ``Sam3Engine`` on a converted directory.
 
     Scores and predicted boxes agree to rounding. Masks agree except boundary pixels: Meta thresholds
-    sigmoid(bilinear(logits)), sam3core (like transformers' post-processing) bilinear(sigmoid(logits)).
+    sigmoid(bilinear(logits)), sam3core's default (like transformers' post-processing)
+    bilinear(sigmoid(logits)); ``mask_upsampling="logits"`` gives Meta's (next test).
     """
     from PIL import Image
     from sam3.model.sam3_image_processor import Sam3Processor as MetaProcessor
@@ -155,3 +157,55 @@ def test_engine_default_is_transformers_prompt(parity: Any, tmp_path: Path) -> N
                                                   dedup_iou=None).confidence)
     n = min(len(scores[False]), len(scores[True]))
     assert np.abs(scores[False][-n:] - scores[True][-n:]).max() > 1e-4
+
+
+def test_logits_order_gives_meta_processor_masks(parity: Any, tmp_path: Path) -> None:
+    """``mask_upsampling="logits"`` (the agent's paper preset) binarises as Meta's processor: the same pixels.
+
+    The default order (transformers') differs from Meta's on border pixels of the same queries. The mask
+    logits are scaled by 40 on both sides (the same weights' random logits sit near 0, where the two orders
+    almost never disagree) so that the comparison can tell the orders apart.
+    """
+    from PIL import Image
+    from sam3.model.sam3_image_processor import Sam3Processor as MetaProcessor
+    from transformers import Sam3ImageProcessor, Sam3Processor
+
+    from sam3core.convert import convert_checkpoint
+    from sam3core.engine import Sam3Engine
+
+    meta = parity.build_meta_small(2, ids=[62, 5, 63])
+    processor = Sam3Processor(image_processor=Sam3ImageProcessor(), tokenizer=_tiny_tokenizer())
+    assert convert_checkpoint(meta.state_dict(), tmp_path / "converted", processor=processor).ok
+    image = Image.fromarray(np.random.default_rng(4).integers(0, 256, (210, 330, 3), dtype=np.uint8))
+    meta_forward = meta.forward_grounding
+
+    def scaled_meta(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        out = meta_forward(*args, **kwargs)
+        return {**out, "pred_masks": out["pred_masks"] * 40}
+
+    with torch.inference_mode(), parity.meta_cpu_patches(), mock.patch.object(meta, "forward_grounding", scaled_meta):
+        meta_proc = MetaProcessor(meta, device="cpu", confidence_threshold=0.0)
+        state = meta_proc.set_text_prompt("cat", meta_proc.set_image(image))
+    order = torch.argsort(state["scores"], descending=True)
+    ref_masks = state["masks"][order, 0].numpy()
+    nonempty = ref_masks.reshape(len(ref_masks), -1).any(axis=1)  # the engine drops empty masks
+    got = {}
+    with Sam3Engine.from_pretrained(tmp_path / "converted", device="cpu") as engine:
+        forward = engine.model.forward
+
+        def scaled(*args: Any, **kwargs: Any) -> Any:
+            out = forward(*args, **kwargs)
+            out.pred_masks = out.pred_masks * 40
+            return out
+
+        with mock.patch.object(engine.model, "forward", scaled):
+            for name in ("logits", "probabilities"):
+                got[name] = engine.segment(image, "cat", score_threshold=0.0, max_masks=None, dedup_iou=None,
+                                           mask_upsampling=name)
+    for det in got.values():
+        assert len(det) == int(nonempty.sum()) > 0
+        np.testing.assert_allclose(det.confidence, state["scores"][order].numpy()[nonempty], rtol=0, atol=1e-6)
+    differing = (got["logits"].mask != ref_masks[nonempty]).sum()
+    # measured: 1 of 1.39 M pixels (a logit within fp32 rounding of 0); the default order: 20,048
+    assert differing <= 10, f"{differing} pixels differ from Meta's processor"
+    assert (got["probabilities"].mask != ref_masks[nonempty]).sum() > 1000
