@@ -191,7 +191,8 @@ def build_parser(prog: str = "python -m evals") -> argparse.ArgumentParser:
     _add_omnilabel_score(ol_commands)
     _add_omnilabel_run(ol_commands)
     _add_merge(top)
-    add_ray_command(top)  # ray <dataset>: shards as Ray tasks, merged (evals/ray_runner.py)
+    add_ray_command(top, {"reasonseg": _add_reasonseg_run, "omnilabel": _add_omnilabel_run},
+                    _finish_run)  # ray <dataset>: shards as Ray tasks, merged (evals/ray_runner.py)
     return parser
 
 

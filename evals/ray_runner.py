@@ -39,6 +39,10 @@ from evals.run_options import RunReport, parse_shard
 logger = logging.getLogger(__name__)
 
 DATASETS = ("reasonseg", "omnilabel")
+#: Runs one command (a function of the parsed arguments) and maps its outcome to an exit code.
+Finish = Callable[[Callable[[argparse.Namespace], RunReport], argparse.Namespace], int]
+#: Adds a dataset's ``run`` subcommand to a subparsers object.
+AddParser = Callable[[argparse._SubParsersAction], None]
 SHARDS_DIR = "shards"
 _LOCK_NAME = ".lock"
 
@@ -232,17 +236,19 @@ def _cause(error: BaseException) -> BaseException:
 # ----------------------------------------------------------------------------- command line
 
 
-def _cmd(dataset: str) -> Callable[[argparse.Namespace], int]:
+def _cmd(dataset: str, finish: Finish) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
-        from evals.cli import _finish_run
-
-        return _finish_run(lambda a: run_on_ray(dataset, a), args)
+        return finish(lambda a: run_on_ray(dataset, a), args)
 
     return handler
 
 
-def add_ray_command(top: argparse._SubParsersAction) -> None:
+def add_ray_command(top: argparse._SubParsersAction, run_parsers: dict[str, AddParser], finish: Finish) -> None:
     """Register ``ray <dataset>`` on the top-level subparsers of :func:`evals.cli.build_parser`.
+
+    ``run_parsers`` maps each dataset to the function that adds its ``run`` subcommand, and ``finish``
+    runs a command and maps its outcome to an exit code (both are the command line's, passed in so that
+    this module does not import it).
 
     Each ``ray <dataset>`` takes every flag of ``<dataset> run`` (copied from that parser, so the
     two cannot drift) plus ``--shards``, ``--address``, ``--gpus-per-shard``, ``--cpus-per-shard``,
@@ -250,14 +256,12 @@ def add_ray_command(top: argparse._SubParsersAction) -> None:
     records to its own file (``NAME.shard-<i>-of-<N>.jsonl`` beside ``NAME.jsonl``); ``replay``
     reads the one file given.
     """
-    from evals import cli
-
     ray_parser = top.add_parser("ray", help="run eval shards as Ray tasks (multi-GPU, multi-node) and merge them",
                                 description=__doc__.split("\n\n")[1] if __doc__ else None)
     commands = ray_parser.add_subparsers(dest="command", required=True, metavar="DATASET")
     for dataset in DATASETS:
         scratch = argparse.ArgumentParser(add_help=False).add_subparsers()
-        getattr(cli, f"_add_{dataset}_run")(scratch)
+        run_parsers[dataset](scratch)
         run_parser = scratch.choices["run"]
         p = commands.add_parser(dataset, parents=[run_parser], conflict_handler="resolve",
                                 help=f"'{dataset} run' split into Ray tasks, merged into one run",
@@ -276,4 +280,4 @@ def add_ray_command(top: argparse._SubParsersAction) -> None:
         group.add_argument("--llm-base-url", action="append", default=None, metavar="URL",
                            help="OpenAI-compatible endpoint; repeat it to spread shards round-robin over "
                                 "several vLLM servers (default: SAM3AGENT_LLM_BASE_URL or localhost:8000)")
-        p.set_defaults(func=_cmd(dataset))
+        p.set_defaults(func=_cmd(dataset, finish))

@@ -1,6 +1,6 @@
 """What the ``run`` commands share: their flags, shard selection, the backend, the manifest.
 
-The LLM / SAM 3 / agent flags are :mod:`sam3agent.backend_options`'s, so ``python -m evals ...
+The LLM / SAM 3 / agent flags are :mod:`sam3agent.backends`'s, so ``python -m evals ...
 run`` accepts exactly what ``sam3agent`` does. A hidden ``--_fake-backend MODULE:FUNC`` flag is
 **for tests only** (not shown in ``--help``): it calls ``FUNC(args, config)``, which returns an
 ``(llm, engine)`` pair built in-process (a scripted LLM and a fake engine), so a real subprocess
@@ -15,7 +15,6 @@ import concurrent.futures
 import contextlib
 import hashlib
 import importlib
-import importlib.metadata
 import logging
 import sys
 import time
@@ -27,19 +26,19 @@ from typing import Any, TypeVar
 from evals.errors import EvalInputError
 from evals.rundir import RunPaths, ensure_manifest
 from evals.runner import RunSettings
-from sam3agent.backend_options import add_backend_arguments, build_config, build_engine, build_llm, llm_settings
-from sam3agent.backend_options import positive_int as _positive
-from sam3agent.backend_options import sam3_source as backend_sam3_source
+from sam3agent.backends import add_backend_arguments, build_config, build_engine, build_llm, llm_settings
+from sam3agent.backends import positive_int as _positive
+from sam3agent.backends import sam3_source as backend_sam3_source
 from sam3agent.config import AgentConfig
 from sam3agent.llm.base import LLM
+from sam3agent.versions import REPORTED, package_versions
 from sam3core.protocol import SegmentEngine
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-PACKAGES = ("sam3agent", "torch", "torchvision", "transformers", "supervision", "numpy", "pycocotools",
-            "opencv-python-headless", "pillow", "openai")
+PACKAGES = REPORTED
 """Distributions whose versions the manifest records."""
 
 
@@ -209,24 +208,10 @@ class RunReport:
 # ----------------------------------------------------------------------------- manifest
 
 
-def package_versions() -> dict[str, str | None]:
-    """Installed versions of :data:`PACKAGES` (None when not installed); nothing is imported."""
-    out: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
 def file_sha256(path: Path) -> str:
     """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def build_manifest(args: argparse.Namespace, config: AgentConfig, *, dataset: dict[str, Any],
@@ -249,13 +234,13 @@ def build_manifest(args: argparse.Namespace, config: AgentConfig, *, dataset: di
         "agent": config.model_dump(mode="json"),
         "llm": llm_id,
         "sam3": sam3_id,
-        "packages": package_versions(),
+        "packages": package_versions(PACKAGES),
         "info": {**info, **backend_info, "command": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
     }
 
 
 def agent_config(args: argparse.Namespace) -> AgentConfig:
-    """:func:`sam3agent.backend_options.build_config`, with a bad setting reported as user input."""
+    """:func:`sam3agent.backends.build_config`, with a bad setting reported as user input."""
     try:
         return build_config(args)
     except ValueError as e:
@@ -292,16 +277,10 @@ async def run_backend(args: argparse.Namespace, config: AgentConfig, paths: RunP
         await backend.aclose()
 
 
-def write_viewer_index(run_dir: Path) -> Path | None:
-    """Call ``sam3agent.viewer.write_eval_index(run_dir)`` when that module exists; else do nothing."""
-    try:
-        viewer = importlib.import_module("sam3agent.viewer")
-    except ImportError:
-        logger.debug("sam3agent.viewer not available; no HTML index")
-        return None
-    write = getattr(viewer, "write_eval_index", None)
-    if write is None:
-        return None
-    path: Path = write(run_dir)
+def write_viewer_index(run_dir: Path) -> Path:
+    """Write the run's HTML index (``index.html``, :func:`sam3agent.viewer.write_eval_index`)."""
+    from sam3agent.viewer import write_eval_index
+
+    path = write_eval_index(run_dir)
     logger.info("HTML index: %s", path)
     return path

@@ -31,8 +31,8 @@ from typing import Any
 from openai import APIError, AsyncOpenAI
 
 from sam3agent import Agent, as_openai_tool
-from sam3agent.backend_options import add_backend_arguments, build_config, build_engine, build_llm, llm_settings
-from sam3agent.embed import Handler
+from sam3agent.app.embed import Handler
+from sam3agent.backends import add_backend_arguments, build_config, build_engine, build_llm, llm_settings
 
 SYSTEM = (
     "You are a helpful assistant with a segmentation tool. When the user wants something in an image "

@@ -174,27 +174,33 @@ def llm_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _is_truthy(value: str) -> bool:
+    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
 def show_progress_bars(args: argparse.Namespace) -> bool:
     """Whether weights load with progress bars: with ``-v``, ``--log-level debug``, or stderr a terminal."""
     if getattr(args, "verbose", 0) or getattr(args, "log_level", None) == "debug":
         return True
     forced = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")
     if forced is not None:  # the user's own setting wins over the terminal test
-        return forced.strip().upper() not in {"1", "ON", "YES", "TRUE"}
+        return not _is_truthy(forced)
     isatty = getattr(sys.stderr, "isatty", None)
     return bool(isatty()) if callable(isatty) else False
 
 
 def configure_progress_bars(args: argparse.Namespace) -> None:
-    """Switch transformers' and huggingface_hub's progress bars off unless :func:`show_progress_bars`.
+    """Switch transformers' and huggingface_hub's progress bars on or off, as :func:`show_progress_bars` says.
 
-    Only ever switches them off (``HF_HUB_DISABLE_PROGRESS_BARS=1`` keeps them off either way).
+    The switch is process-wide, so each command sets it both ways (an earlier quiet command in the same
+    process must not silence a later ``-v`` one); ``HF_HUB_DISABLE_PROGRESS_BARS=1`` keeps them off.
     """
-    if show_progress_bars(args):
-        return
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # huggingface_hub's bars (downloads) too
+    if show_progress_bars(args) and not _is_truthy(os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS", "")):
+        hf_logging.enable_progress_bar()
+    else:
+        hf_logging.disable_progress_bar()  # huggingface_hub's bars (downloads) too
 
 
 def build_llm(args: argparse.Namespace, *, prompt_version: str = "") -> LLM:

@@ -2,7 +2,7 @@
 
 Templates are plain text files using ``$name`` placeholders (:class:`string.Template`, so the
 JSON braces in the prompts need no escaping). They ship inside the wheel as
-``sam3agent/prompts/``; in a source checkout they are the repository's top-level ``prompts/``.
+``sam3agent/prompt_templates/``; in a source checkout they are the repository's top-level ``prompts/``.
 ``feedback.txt`` holds many short messages, one per ``[section]``.
 
 A user-supplied prompt file (``AgentConfig.system_prompt_file`` / ``verify_prompt_file``, e.g. the
@@ -82,8 +82,8 @@ class Prompts:
 
 
 def default_prompt_dir() -> Path:
-    """The shipped templates: ``sam3agent/prompts`` in a wheel, else the repository's ``prompts/``."""
-    packaged = Path(__file__).resolve().parent / "prompts"
+    """The shipped templates: ``sam3agent/prompt_templates`` in a wheel, else the repository's ``prompts/``."""
+    packaged = Path(__file__).resolve().parent / "prompt_templates"
     if packaged.is_dir():
         return packaged
     return Path(__file__).resolve().parent.parent / "prompts"

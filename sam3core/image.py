@@ -11,6 +11,8 @@ the right and ``y`` down.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import io
 import os
@@ -251,3 +253,37 @@ def _from_array(arr: np.ndarray) -> Image.Image:
     if arr.ndim == 2:
         return Image.fromarray(arr, mode="L")
     return Image.fromarray(arr, mode="RGB" if arr.shape[2] == 3 else "RGBA")
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """``image`` encoded as PNG (its mode kept)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
+    """``image`` converted to RGB and encoded as JPEG at ``quality`` (1-95)."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def data_url(data: bytes, mime: str) -> str:
+    """A ``data:<mime>;base64,...`` URL of encoded bytes, e.g. ``data_url(png_bytes(im), "image/png")``."""
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def decode_data_url(url: str) -> tuple[bytes, str]:
+    """Bytes and mime type of a base64 ``data:`` URL (the inverse of :func:`data_url`).
+
+    Raises:
+        ValueError: The URL is not a base64 data URL, or its base64 is malformed.
+    """
+    header, sep, payload = url.partition(",")
+    if not sep or not header.startswith("data:") or not header.endswith(";base64"):
+        raise ValueError(f"not a base64 data URL: {url[:40]!r}")
+    try:
+        return base64.b64decode(payload, validate=True), header[5 : -len(";base64")]
+    except binascii.Error as e:
+        raise ValueError(f"bad base64 in data URL: {e}") from e

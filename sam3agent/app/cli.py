@@ -3,7 +3,7 @@
 ``sam3agent run IMAGE QUERY`` segments what the query describes and writes the result (overlay,
 mask, JSON with COCO RLE masks, the trajectory as JSON and HTML) into a new folder under
 ``./sam3agent-runs/`` (or ``--out DIR``). Backend flags and their environment defaults are those of
-:mod:`sam3agent.backend_options`. ``eval`` and ``serve`` hand their arguments to ``python -m evals``
+:mod:`sam3agent.backends`. ``eval`` and ``serve`` hand their arguments to ``python -m evals``
 and :mod:`sam3agent.serve`. ``doctor`` checks the environment; ``selftest`` runs the whole pipeline
 offline on a tiny random SAM 3 and a scripted model.
 
@@ -29,13 +29,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sam3agent import backend_options as bo
+from sam3agent import backends as bo
 
 if TYPE_CHECKING:
+    from sam3agent.app.doctor import Check
+    from sam3agent.app.selftest import StageResult
     from sam3agent.config import AgentConfig
-    from sam3agent.doctor import Check
     from sam3agent.result import AgentResult
-    from sam3agent.selftest import StageResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BACKEND = 0, 1, 2, 3
 RUNS_ROOT = Path("sam3agent-runs")
@@ -157,10 +157,10 @@ def new_run_dir(root: Path = RUNS_ROOT) -> Path:
 def _preflight(settings: dict[str, Any]) -> str | None:
     """The error line when nothing answers at the LLM endpoint (checked before SAM 3 loads).
 
-    A model the endpoint does not list gets the warning ``doctor`` gives (:func:`~sam3agent.doctor.unlisted_model`)
+    A model the endpoint does not list gets the warning ``doctor`` gives (:func:`~sam3agent.app.doctor.unlisted_model`)
     and the run goes on: a server that refuses the name then answers 404, reported with its models.
     """
-    from sam3agent.doctor import model_served, probe_endpoint, unlisted_model, vllm_command
+    from sam3agent.app.doctor import model_served, probe_endpoint, unlisted_model, vllm_command
 
     base_url, model = settings["base_url"], settings["model"]
     probe = probe_endpoint(base_url, api_key=os.environ.get(settings["api_key_env"]), timeout=10.0)
@@ -283,7 +283,7 @@ def _print_check(check: Check) -> None:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """``sam3agent doctor``: check everything, print each result with its fix."""
-    from sam3agent.doctor import run_doctor
+    from sam3agent.app.doctor import run_doctor
 
     checks = run_doctor(sam3=bo.sam3_source(args), llm=bo.llm_settings(args), timeout=min(args.llm_timeout, 10.0))
     for check in checks:
@@ -301,7 +301,7 @@ def _print_stage(stage: StageResult) -> None:
 
 def cmd_selftest(args: argparse.Namespace) -> int:
     """``sam3agent selftest``: the offline pipeline check."""
-    from sam3agent.selftest import run_selftest
+    from sam3agent.app.selftest import run_selftest
 
     problem = out_dir_problem(args.out)
     if problem:
@@ -331,10 +331,10 @@ def _delegate(command: str, argv: list[str]) -> int:
 
         return eval_main(argv, prog="sam3agent eval")
     try:
-        from sam3agent.serve.cli import main as serve_main
+        from sam3agent.app.serve.cli import main as serve_main
     except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("sam3agent.serve"):
-            _error("`sam3agent serve` is not available in this installation (sam3agent.serve.cli is missing)")
+        if e.name and e.name.startswith("sam3agent.app.serve"):
+            _error("`sam3agent serve` is not available in this installation (sam3agent.app.serve.cli is missing)")
         else:
             _error(f"`sam3agent serve` needs the serve extra ({e.name} is missing): pip install 'sam3agent[serve]'")
         return EXIT_USAGE

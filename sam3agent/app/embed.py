@@ -17,7 +17,6 @@ Example::
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sam3agent.serve.common import (
+from sam3agent.app.serve.common import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_UPLOAD_MB,
     PYTHON_OPTIONS,
@@ -37,10 +36,10 @@ from sam3agent.serve.common import (
     bad_request,
     compact_answer,
     error_answer,
-    png_bytes,
     segment_spec,
 )
 from sam3agent.tools import ToolSpec
+from sam3core.image import data_url, png_bytes
 
 if TYPE_CHECKING:
     from sam3agent.agent import Agent
@@ -90,7 +89,7 @@ class ToolAnswer:
     """What the ``segment_image`` handler returns.
 
     Attributes:
-        json: The compact JSON-safe answer (see :func:`sam3agent.serve.common.compact_answer`), or
+        json: The compact JSON-safe answer (see :func:`sam3agent.app.serve.common.compact_answer`), or
             ``{"status": "error", "error": {"type", "message"}}``.
         overlay: The input image with the numbered answer masks drawn on it (``None`` on error or
             when overlays are off).
@@ -118,7 +117,7 @@ class ToolAnswer:
     def overlay_data_url(self) -> str | None:
         """The overlay as a ``data:image/png;base64,...`` URL (for an ``image_url`` message part)."""
         data = self.overlay_png()
-        return None if data is None else "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+        return None if data is None else data_url(data, "image/png")
 
 
 Handler = Callable[[dict[str, Any] | str], Awaitable[ToolAnswer]]

@@ -11,7 +11,7 @@ from agent_helpers import tool, verdict_by_mask
 from PIL import Image
 
 from sam3agent import Agent, AgentConfig
-from sam3agent.backend_options import add_backend_arguments, build_config
+from sam3agent.backends import add_backend_arguments, build_config
 from sam3agent.llm.base import ImagePart, LLMRequest, Message, SamplingConfig, TextPart
 from sam3agent.llm.openai_compat import OpenAICompatibleLLM
 from sam3agent.llm.scripted import ScriptedLLM

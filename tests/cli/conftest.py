@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from sam3agent.app.selftest import scripted_policy, synthetic_image
 from sam3agent.llm.server import ScriptedOpenAIServer
-from sam3agent.selftest import scripted_policy, synthetic_image
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sam3agent import doctor
-from sam3agent.cli import main
+from sam3agent.app import doctor
+from sam3agent.app.cli import main
 from sam3agent.llm.server import ScriptedOpenAIServer
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from hub_helpers import RETRY_NOISE, closed_port_url
 
-from sam3agent import backend_options as bo
-from sam3agent.cli import main
+from sam3agent import backends as bo
+from sam3agent.app.cli import main
+from sam3agent.app.selftest import scripted_policy
 from sam3agent.llm.server import ScriptedOpenAIServer
-from sam3agent.selftest import scripted_policy
 
 
 def closed_hub_env(hf_home: Path) -> dict[str, str]:

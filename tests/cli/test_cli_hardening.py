@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-import sam3agent.selftest
-from sam3agent.cli import main
+import sam3agent.app.selftest
+from sam3agent.app.cli import main
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def no_selftest(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(**kwargs: object) -> None:
         raise AssertionError("the self-test ran before its options were checked")
 
-    monkeypatch.setattr(sam3agent.selftest, "run_selftest", refuse)
+    monkeypatch.setattr(sam3agent.app.selftest, "run_selftest", refuse)
 
 
 @pytest.mark.parametrize("make", ["file", "under_a_file"])
@@ -37,11 +37,11 @@ def test_selftest_out_that_cannot_be_a_folder_exits_2_up_front(make: str, tmp_pa
 def test_selftest_out_existing_folder_is_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, object] = {}
 
-    def fake(**kwargs: object) -> sam3agent.selftest.SelftestReport:
+    def fake(**kwargs: object) -> sam3agent.app.selftest.SelftestReport:
         seen.update(kwargs)
-        return sam3agent.selftest.SelftestReport(stages=[sam3agent.selftest.StageResult("stub", True)])
+        return sam3agent.app.selftest.SelftestReport(stages=[sam3agent.app.selftest.StageResult("stub", True)])
 
-    monkeypatch.setattr(sam3agent.selftest, "run_selftest", fake)
+    monkeypatch.setattr(sam3agent.app.selftest, "run_selftest", fake)
     assert main(["selftest", "--out", str(tmp_path)]) == 0
     assert seen["out_dir"] == tmp_path
 
@@ -54,7 +54,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 def test_run_with_a_lone_surrogate_in_the_query_exits_2(tmp_path, capsys) -> None:
     from PIL import Image
 
-    from sam3agent.cli import main
+    from sam3agent.app.cli import main
 
     photo = tmp_path / "p.png"
     Image.new("RGB", (8, 8)).save(photo)

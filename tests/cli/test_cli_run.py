@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sam3agent import cli
-from sam3agent.cli import main
+from sam3agent.app import cli
+from sam3agent.app.cli import main
 from sam3agent.llm.server import ScriptedOpenAIServer
 
 FILES = ("overlay.png", "mask.png", "result.json", "trajectory.json", "trajectory.html")
@@ -163,7 +163,7 @@ def test_eval_help_is_the_evals_help(capsys) -> None:
 
 
 def test_serve_missing_is_a_clean_error(monkeypatch, capsys) -> None:
-    monkeypatch.setitem(sys.modules, "sam3agent.serve.cli", None)
+    monkeypatch.setitem(sys.modules, "sam3agent.app.serve.cli", None)
     assert main(["serve", "--help"]) == 2
     err = capsys.readouterr().err
     assert "`sam3agent serve` is not available" in err and "Traceback" not in err
@@ -173,9 +173,9 @@ def test_serve_delegates(monkeypatch) -> None:
     import types
 
     seen: list[list[str]] = []
-    fake = types.ModuleType("sam3agent.serve.cli")
+    fake = types.ModuleType("sam3agent.app.serve.cli")
     fake.main = lambda argv: seen.append(list(argv)) or 0  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "sam3agent.serve.cli", fake)
+    monkeypatch.setitem(sys.modules, "sam3agent.app.serve.cli", fake)
     assert main(["-v", "serve", "http", "--port", "0"]) == 0
     assert seen == [["http", "--port", "0"]]
 

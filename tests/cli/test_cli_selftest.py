@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sam3agent.cli import main
-from sam3agent.selftest import SAVED_FILES, run_selftest
+from sam3agent.app.cli import main
+from sam3agent.app.selftest import SAVED_FILES, run_selftest
 
 
 def test_selftest_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -40,7 +40,7 @@ README_TEST_COMMAND = "python3 -m venv .venv && .venv/bin/pip install -e '.[dev,
 
 def chat_or_agent_policy() -> Any:
     """The scripted server's policy: the chat model when ``segment_image`` is offered, else the MLLM."""
-    from sam3agent.selftest import scripted_policy
+    from sam3agent.app.selftest import scripted_policy
 
     agent_model = scripted_policy("child")  # segment, examine, select; report_no_mask when nothing is found
 
@@ -169,7 +169,7 @@ def _script_options(path: Path) -> set[str] | None:
 def _resolve(parser: argparse.ArgumentParser, tokens: list[str], where: str) -> tuple[set[str], list[str]]:
     """Walk subcommands; return the options valid at the end (with the parents') and the flags used."""
     from evals.cli import build_parser as evals_parser
-    from sam3agent.serve.cli import build_parser as serve_parser
+    from sam3agent.app.serve.cli import build_parser as serve_parser
 
     allowed, flags = _options(parser), []
     for token in tokens:
@@ -191,7 +191,7 @@ def _resolve(parser: argparse.ArgumentParser, tokens: list[str], where: str) -> 
 def _check_command(tokens: list[str], where: str) -> bool:
     """Check one command line if it is ours; return whether it was."""
     from evals.cli import build_parser as evals_parser
-    from sam3agent.cli import build_parser as cli_parser
+    from sam3agent.app.cli import build_parser as cli_parser
 
     program = tokens[0]
     if program.endswith("bin/python") or program in ("python", "python3"):

@@ -186,17 +186,14 @@ def test_saves_trajectories_and_overlays(fx, tmp_path: Path, capsys: pytest.Capt
         assert overlay.is_file() and Image.open(overlay).width > 2 * width
 
 
-def test_viewer_index_called_when_available(fx, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_viewer_index_called(fx, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                             monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Path] = []
     fake = types.ModuleType("sam3agent.viewer")
     fake.write_eval_index = lambda run_dir: calls.append(run_dir) or run_dir / "index.html"  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "sam3agent.viewer", fake)
     out = tmp_path / "run"
     assert run_cli(rs_run(fx.root, out, "--limit", "1"), capsys)[0] == 0
-    assert calls == [out]
-    monkeypatch.setitem(sys.modules, "sam3agent.viewer", None)  # import now raises ImportError: skipped
-    assert run_cli(rs_run(fx.root, out, "--limit", "2"), capsys)[0] == 0
     assert calls == [out]
 
 

@@ -245,7 +245,7 @@ def test_same_trajectory(case: Case, image_path: Path, tmp_path_factory: pytest.
     assert not found, "our agent differs from the reference:\n" + "\n".join(found)
 
 
-# -- deliberate differences: the model's mistakes are fed back to it and cost a turn (DESIGN.md) --
+# -- deliberate differences: the model's mistakes are fed back to it and cost a turn; a mistake never ends a run --
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ def bomb(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_default_limit_matches_the_servers() -> None:
-    from sam3agent.serve import common
+    from sam3agent.app.serve import common
 
     assert image_module.DEFAULT_MAX_PIXELS == common.DEFAULT_MAX_PIXELS == 40_000_000
 
@@ -74,7 +74,7 @@ def test_limit_above_pils_own_guard_says_to_raise_that_too(monkeypatch: pytest.M
 
 
 def test_cli_run_on_a_decompression_bomb_exits_2(bomb: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from sam3agent.cli import main
+    from sam3agent.app.cli import main
     from sam3agent.llm.server import ScriptedOpenAIServer
 
     stopped = ScriptedOpenAIServer().start()

@@ -15,8 +15,8 @@ from PIL import Image
 from serve_helpers import ServerThread, expected_area, png
 
 from sam3agent import Agent
-from sam3agent.serve import ServeLimits, build_mcp_server
-from sam3agent.serve.mcp_server import streamable_http_app
+from sam3agent.app.serve import ServeLimits, build_mcp_server
+from sam3agent.app.serve.mcp_server import streamable_http_app
 from sam3core.fake import FakeEngine
 
 HERE = Path(__file__).resolve().parent

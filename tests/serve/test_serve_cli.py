@@ -14,7 +14,7 @@ import httpx2
 import pytest
 from serve_helpers import png, wait_healthy
 
-from sam3agent.serve.cli import build_parser, main
+from sam3agent.app.serve.cli import build_parser, main
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

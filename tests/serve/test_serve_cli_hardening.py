@@ -20,10 +20,10 @@ import httpx2
 import pytest
 from serve_helpers import wait_healthy
 
-import sam3agent.serve.cli as serve_cli
-from sam3agent.cli import main as sam3agent_main
-from sam3agent.serve.auth import API_KEY_ENV, is_loopback, resolve_api_key
-from sam3agent.serve.cli import build_parser, main
+import sam3agent.app.serve.cli as serve_cli
+from sam3agent.app.cli import main as sam3agent_main
+from sam3agent.app.serve.auth import API_KEY_ENV, is_loopback, resolve_api_key
+from sam3agent.app.serve.cli import build_parser, main
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

@@ -11,7 +11,7 @@ import supervision as sv
 from serve_helpers import PolicyLLM, expected_area, png
 
 from sam3agent import Agent
-from sam3agent.serve.common import (
+from sam3agent.app.serve.common import (
     ServeError,
     ServeLimits,
     compact_answer,

@@ -21,8 +21,8 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from serve_helpers import ServerThread, error_message, png
 
 from sam3agent import Agent, as_openai_tool
-from sam3agent.serve import ServeLimits, build_mcp_server, create_app
-from sam3agent.serve.mcp_server import call_segment_image, streamable_http_app
+from sam3agent.app.serve import ServeLimits, build_mcp_server, create_app
+from sam3agent.app.serve.mcp_server import call_segment_image, streamable_http_app
 from sam3core.fake import FakeEngine
 
 KEY = "s3cret-Key_for.tests~0123456789"

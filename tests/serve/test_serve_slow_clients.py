@@ -17,8 +17,8 @@ import pytest
 from serve_helpers import PolicyLLM, ServerThread, fake_engine
 
 from sam3agent import Agent
-from sam3agent.serve import ServeLimits, create_app
-from sam3agent.serve.transport import ConnectionLimits, uvicorn_config
+from sam3agent.app.serve import ServeLimits, create_app
+from sam3agent.app.serve.transport import ConnectionLimits, uvicorn_config
 
 HEADERS_START = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: "
 BODY_HEADERS = (b"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"

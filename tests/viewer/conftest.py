@@ -12,8 +12,8 @@ import pytest
 from viewer_helpers import BROWSER_FLAGS, QUERY, reject_mask_2, tool
 
 from sam3agent import Agent, AgentConfig, AgentResult
+from sam3agent.app.selftest import synthetic_image
 from sam3agent.llm.scripted import ScriptedLLM
-from sam3agent.selftest import synthetic_image
 
 
 @pytest.fixture(scope="module")

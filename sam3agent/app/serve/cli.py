@@ -1,10 +1,10 @@
 """``sam3agent serve mcp|http``: start the MCP server or the HTTP API.
 
 Both load one agent (the LLM backend and SAM 3 named by the shared backend flags of
-:mod:`sam3agent.backend_options`) and serve it to every caller. Servers bind 127.0.0.1 by default; on
+:mod:`sam3agent.backends`) and serve it to every caller. Servers bind 127.0.0.1 by default; on
 any other address they need an API key (``--api-key`` or ``SAM3AGENT_SERVE_API_KEY``, see
-:mod:`sam3agent.serve.auth`). Slow clients are cut off (``--header-timeout``, ``--body-timeout``) and
-connections capped (``--max-connections``), see :mod:`sam3agent.serve.transport`.
+:mod:`sam3agent.app.serve.auth`). Slow clients are cut off (``--header-timeout``, ``--body-timeout``) and
+connections capped (``--max-connections``), see :mod:`sam3agent.app.serve.transport`.
 
 Every option is checked, and the port bound, before anything is loaded. Exit codes: 0 after a clean
 shutdown (Ctrl-C, SIGTERM, or the end of stdin for MCP over stdio), 1 when the backend cannot be
@@ -24,16 +24,8 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sam3agent.backend_options import (
-    add_backend_arguments,
-    build_config,
-    build_engine,
-    build_llm,
-    llm_settings,
-    sam3_source,
-)
-from sam3agent.serve.auth import API_KEY_ENV, SHORT_KEY_CHARS, check_api_key, is_loopback, resolve_api_key
-from sam3agent.serve.limits import (
+from sam3agent.app.serve.auth import API_KEY_ENV, SHORT_KEY_CHARS, check_api_key, is_loopback, resolve_api_key
+from sam3agent.app.serve.limits import (
     DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_HEADER_TIMEOUT_S,
     DEFAULT_MAX_CONNECTIONS,
@@ -42,6 +34,14 @@ from sam3agent.serve.limits import (
     DEFAULT_REQUEST_TIMEOUT_S,
     ConnectionLimits,
     ServeLimits,
+)
+from sam3agent.backends import (
+    add_backend_arguments,
+    build_config,
+    build_engine,
+    build_llm,
+    llm_settings,
+    sam3_source,
 )
 
 if TYPE_CHECKING:
@@ -203,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sam3agent serve: error: {e.name} is not installed; install the serve extra: "
               "pip install 'sam3agent[serve]'", file=sys.stderr)
         return 2
-    from sam3agent.serve.transport import bind_socket
+    from sam3agent.app.serve.transport import bind_socket
 
     sock: socket.socket | None = None
     if _binds(args):  # before loading anything: a busy port fails in a second, not after SAM 3 loaded
@@ -258,7 +258,7 @@ def _stop_on_sigterm() -> Any:
 def _serve_stdio(agent: Agent, limits: ServeLimits) -> int:
     import anyio
 
-    from sam3agent.serve.mcp_server import build_mcp_server
+    from sam3agent.app.serve.mcp_server import build_mcp_server
 
     logger.info("MCP server on stdio (tool: segment_image)")
     anyio.run(build_mcp_server(agent, limits).run_stdio_async)
@@ -269,11 +269,11 @@ def _http_app(args: argparse.Namespace, agent: Agent, limits: ServeLimits, info:
               api_key: str | None) -> tuple[Any, str, str]:
     """The ASGI app to serve, what to call it, and its path."""
     if args.server == "mcp":
-        from sam3agent.serve.mcp_server import build_mcp_server, streamable_http_app
+        from sam3agent.app.serve.mcp_server import build_mcp_server, streamable_http_app
 
         app = streamable_http_app(build_mcp_server(agent, limits), args.host, limits, api_key=api_key)
         return app, "MCP endpoint", "/mcp"
-    from sam3agent.serve.http_api import create_app
+    from sam3agent.app.serve.http_api import create_app
 
     return create_app(agent, limits, info=info, api_key=api_key), "HTTP API", ""
 
@@ -282,7 +282,7 @@ def _run_uvicorn(app: Any, sock: socket.socket, args: argparse.Namespace, connec
                  what: str, path: str, keyed: bool) -> int:
     import uvicorn
 
-    from sam3agent.serve.transport import uvicorn_config
+    from sam3agent.app.serve.transport import uvicorn_config
 
     port = sock.getsockname()[1]
     host = f"[{args.host}]" if sock.family == socket.AF_INET6 else args.host

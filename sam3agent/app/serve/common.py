@@ -1,38 +1,33 @@
 """What every server front end shares: limits, errors, image resolution, the run and the answer.
 
-The HTTP API, the MCP server and the chat-assistant tool (:mod:`sam3agent.embed`) all take an image
+The HTTP API, the MCP server and the chat-assistant tool (:mod:`sam3agent.app.embed`) all take an image
 from an untrusted caller, run the agent on it under a time limit and describe the result. This module
 does that once:
 
 - :class:`ServeLimits`: allowed file roots, URL fetching (off by default), upload size, pixel count and
-  per-request timeout (defined in :mod:`sam3agent.serve.limits`).
+  per-request timeout (defined in :mod:`sam3agent.app.serve.limits`).
 - :class:`ServeError`: a failure the caller can act on, with its HTTP status and a message naming
   the fix; every front end turns it into its own error form.
 - :func:`load_image`: an image given as a data URL, a base64 string, a path inside an allowed root
   or (when enabled) an ``http(s)`` URL, checked against the limits *before* it is decoded (defined in
-  :mod:`sam3agent.serve.images`).
+  :mod:`sam3agent.app.serve.images`).
 - :func:`run_agent`: one agent run with the request timeout, backend failures mapped to errors.
 - :func:`compact_answer`: the small JSON answer (status, count, per mask id, box, score, area, RLE).
 
-Nothing here imports the ASGI stack, so :mod:`sam3agent.embed` can use it without the ``serve`` extra.
+Nothing here imports the ASGI stack, so :mod:`sam3agent.app.embed` can use it without the ``serve`` extra.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import io
 import logging
 from collections.abc import Callable
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
-from sam3agent.llm.base import LLMBackendError
-from sam3agent.result import detections_to_list
-from sam3agent.serve.images import (
+from sam3agent.app.serve.images import (
     decode_image,
     fetch_url,
     load_image,
@@ -40,7 +35,7 @@ from sam3agent.serve.images import (
     resolve_allowed_path,
     too_large,
 )
-from sam3agent.serve.limits import (
+from sam3agent.app.serve.limits import (
     CLI_OPTIONS,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_UPLOAD_MB,
@@ -50,6 +45,9 @@ from sam3agent.serve.limits import (
     ServeLimits,
     bad_request,
 )
+from sam3agent.detections import detections_to_list
+from sam3agent.llm.base import LLMBackendError
+from sam3agent.versions import REPORTED, package_versions
 from sam3core.image import ImageHandle
 
 if TYPE_CHECKING:
@@ -57,10 +55,27 @@ if TYPE_CHECKING:
     from sam3agent.result import AgentResult
 
 __all__ = [
-    "CLI_OPTIONS", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_MB", "DEFAULT_REQUEST_TIMEOUT_S", "PYTHON_OPTIONS",
-    "ServeError", "ServeLimits", "bad_request", "check_query", "compact_answer", "decode_image", "error_answer",
-    "fetch_url", "load_and_run", "load_image", "package_versions", "png_bytes", "read_image_file",
-    "resolve_allowed_path", "run_agent", "segment_spec", "too_large",
+    "CLI_OPTIONS",
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MAX_UPLOAD_MB",
+    "DEFAULT_REQUEST_TIMEOUT_S",
+    "PYTHON_OPTIONS",
+    "ServeError",
+    "ServeLimits",
+    "bad_request",
+    "check_query",
+    "compact_answer",
+    "decode_image",
+    "error_answer",
+    "fetch_url",
+    "load_and_run",
+    "load_image",
+    "read_image_file",
+    "resolve_allowed_path",
+    "run_agent",
+    "segment_spec",
+    "server_versions",
+    "too_large",
 ]
 
 logger = logging.getLogger(__name__)
@@ -177,21 +192,6 @@ def error_answer(error: ServeError) -> dict[str, Any]:
     return {"status": "error", **error.to_dict()}
 
 
-def png_bytes(image: Image.Image) -> bytes:
-    """``image`` encoded as PNG."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def package_versions() -> dict[str, str | None]:
+def server_versions() -> dict[str, str | None]:
     """Installed versions of the packages a server report cares about (``None``: not installed)."""
-    names = ["sam3agent", "torch", "torchvision", "transformers", "supervision", "openai", "mcp", "starlette",
-             "uvicorn"]
-    out: dict[str, str | None] = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    return package_versions((*REPORTED, "mcp", "starlette", "uvicorn"))

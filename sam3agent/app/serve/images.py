@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from sam3agent.serve.limits import CLI_OPTIONS, ServeError, ServeLimits, bad_request
+from sam3agent.app.serve.limits import CLI_OPTIONS, ServeError, ServeLimits, bad_request
 from sam3core.image import ImageHandle, prepare_image
 
 # Leading bytes of the encodings PIL reads that we accept as "this base64 string is an image".

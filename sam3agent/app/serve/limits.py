@@ -131,7 +131,7 @@ class ServeLimits:
 @dataclass(frozen=True)
 class ConnectionLimits:
     """How long a request may take to arrive, and how many connections may be open (see
-    :mod:`sam3agent.serve.transport`, which enforces them).
+    :mod:`sam3agent.app.serve.transport`, which enforces them).
 
     Attributes:
         header_timeout_s: Seconds for the request line and headers, from the connection opening (or

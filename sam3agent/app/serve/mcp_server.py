@@ -1,7 +1,7 @@
 """The agent as an MCP server: one tool, ``segment_image(image, query)``, over stdio or streamable HTTP.
 
 The tool answers with two content blocks: the compact JSON answer as text (see
-:func:`~sam3agent.serve.common.compact_answer`) and the overlay (the image with the numbered masks)
+:func:`~sam3agent.app.serve.common.compact_answer`) and the overlay (the image with the numbered masks)
 as a PNG image block; the JSON also travels as structured content. Refusals (a forbidden path, an
 image over the limits, an undecodable image, a failing LLM backend, a timeout) come back as a tool
 result with ``isError`` and a JSON ``{"status": "error", "error": {"type", "message"}}`` text, so the
@@ -21,9 +21,10 @@ from mcp.server import MCPServer
 from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 from pydantic import Field
 
-from sam3agent.embed import SegmentImageArgs
-from sam3agent.serve.auth import ApiKeyMiddleware, check_api_key
-from sam3agent.serve.common import ServeError, ServeLimits, compact_answer, error_answer, png_bytes, segment_spec
+from sam3agent.app.embed import SegmentImageArgs
+from sam3agent.app.serve.auth import ApiKeyMiddleware, check_api_key
+from sam3agent.app.serve.common import ServeError, ServeLimits, compact_answer, error_answer, segment_spec
+from sam3core.image import png_bytes
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -67,13 +68,13 @@ def build_mcp_server(agent: Agent, limits: ServeLimits, *, include_rle: bool = T
         The server; run it with ``server.run_stdio_async()`` or serve
         ``server.streamable_http_app(host=...)`` with uvicorn (see :func:`streamable_http_app`).
     """
-    from sam3agent.serve.common import package_versions
+    from sam3agent.app.serve.common import server_versions
 
     server: MCPServer = MCPServer(
         SERVER_NAME,
         title="SAM 3 Agent",
         instructions="Call segment_image to locate and outline things in an image described in words.",
-        version=package_versions().get("sam3agent") or "0",
+        version=server_versions().get("sam3agent") or "0",
     )
 
     @server.tool(
@@ -121,7 +122,7 @@ def streamable_http_app(server: MCPServer, host: str, limits: ServeLimits, *,
         host: The interface it will be served on.
         limits: What callers may send.
         api_key: The key every request must send (``Authorization: Bearer KEY`` or ``X-API-Key: KEY``;
-            see :mod:`sam3agent.serve.auth`); ``None``: no key (loopback only).
+            see :mod:`sam3agent.app.serve.auth`); ``None``: no key (loopback only).
 
     Raises:
         ValueError: If ``api_key`` is empty or not printable ASCII.

@@ -30,7 +30,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from sam3agent.serve.limits import ConnectionLimits
+from sam3agent.app.serve.limits import ConnectionLimits
 
 __all__ = ["MAX_HEADER_BYTES", "ConnectionLimits", "GuardedH11Protocol", "bind_socket", "raw_error_response",
            "uvicorn_config"]
