@@ -11,8 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from pathlib import Path
-from typing import NamedTuple
+from pathlib import Path, PureWindowsPath
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +60,27 @@ def check_torch_stack() -> dict[str, str]:
             "transformers": transformers.__version__}
 
 
-def resolve_device_dtype(device: str | None, dtype: str | object | None) -> tuple[object, object]:
-    """Pick ``(torch.device, torch.dtype)``: cuda + bfloat16 when available, else cpu + float32."""
+_DTYPE_NAMES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
+                "float32": "float32", "fp32": "float32"}
+
+
+def resolve_device_dtype(device: str | None, dtype: str | torch.dtype | None, *,
+                         allow_auto: bool = False) -> tuple[torch.device, torch.dtype | str]:
+    """Pick the device and dtype to run a model in: cuda + bfloat16 when CUDA is there, else cpu + float32.
+
+    Args:
+        device: ``"cuda"``, ``"cuda:1"``, ``"cpu"``...; ``None`` picks CUDA when torch sees it, else CPU.
+        dtype: A ``torch.dtype``, one of the names ``bfloat16``/``bf16``, ``float16``/``fp16``,
+            ``float32``/``fp32``, or ``None``: bfloat16 on CUDA, float32 elsewhere.
+        allow_auto: Also accept ``"auto"`` (returned as is), which ``from_pretrained`` reads as
+            "the dtype the checkpoint was saved in".
+
+    Returns:
+        ``(torch.device, torch.dtype)``, or ``(torch.device, "auto")``.
+
+    Raises:
+        ValueError: CUDA was asked for and torch sees none, or the dtype name is unknown.
+    """
     import torch
 
     if device is None:
@@ -67,16 +89,34 @@ def resolve_device_dtype(device: str | None, dtype: str | object | None) -> tupl
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was requested but torch sees no CUDA device; pass device='cpu'")
     if dtype is None:
-        dt = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    elif isinstance(dtype, str):
-        names = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
-                 "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
-        if dtype not in names:
-            raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(names)}")
-        dt = names[dtype]
-    else:
-        dt = dtype
-    return dev, dt
+        return dev, torch.bfloat16 if dev.type == "cuda" else torch.float32
+    if allow_auto and dtype == "auto":
+        return dev, "auto"
+    if isinstance(dtype, str):
+        if dtype not in _DTYPE_NAMES:
+            choices = sorted(_DTYPE_NAMES) + (["auto"] if allow_auto else [])
+            raise ValueError(f"unknown dtype {dtype!r}; use one of {choices}")
+        return dev, getattr(torch, _DTYPE_NAMES[dtype])
+    return dev, dtype
+
+
+def looks_like_path(source: str | os.PathLike[str]) -> bool:
+    """Whether ``source`` is spelled as a filesystem path, which no Hugging Face hub id can be.
+
+    A hub id is ``name`` or ``owner/name``: at most one ``/``, never a leading ``.``, ``/`` or ``~``,
+    no backslash, no drive letter. So ``./sam3``, ``/models/sam3``, ``~/sam3``, ``models\\sam3``,
+    ``C:/models/sam3`` and ``data/models/sam3`` are paths. Only the spelling is read: ``sam3`` or
+    ``models/sam3`` may be a hub id or a relative directory, and callers look on disk for those.
+
+    Args:
+        source: What the user passed for a model.
+
+    Returns:
+        ``True`` when ``source`` can only be a path.
+    """
+    text = os.fspath(source)
+    return (text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1
+            or bool(PureWindowsPath(text).drive))
 
 
 # ----------------------------------------------------------------------------- the hub, asked once
@@ -248,8 +288,7 @@ def load_model_and_processor(model: str | os.PathLike[str], *, token: str | None
     source = str(model)
     path = Path(source).expanduser()
     is_local = path.exists()
-    looks_like_path = source.startswith((".", "/", "~")) or source.count("/") > 1 or os.sep == "\\"
-    if not is_local and looks_like_path:
+    if not is_local and looks_like_path(source):
         raise Sam3LoadError(f"SAM 3 directory not found: {path}. Pass a directory written by "
                             "save_pretrained, or a hub id such as 'facebook/sam3'.")
     if is_local and not (path / "config.json").exists():

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from sam3core.loading import hub_cached, hub_offline
+from sam3core.loading import hub_cached, hub_offline, looks_like_path
 
 logger = logging.getLogger(__name__)
 
@@ -161,10 +161,6 @@ def check_cuda() -> Check:
     return Check("GPU", "ok", "; ".join(devices))
 
 
-def _looks_like_path(source: str) -> bool:
-    return source.startswith((".", "/", "~")) or source.count("/") > 1 or Path(source).expanduser().exists()
-
-
 def _check_local_dir(name: str, path: Path, flag: str) -> Check:
     fix = f"pass {flag} a directory written by save_pretrained (with config.json and *.safetensors)"
     if not path.is_dir():
@@ -188,7 +184,7 @@ def check_weights(source: str, *, what: str = "SAM 3 weights", flag: str = "--sa
         ``ok`` for a complete local directory, a cached hub copy, or granted hub access when online.
     """
     name = f"{what} ({source})"
-    if _looks_like_path(source):
+    if looks_like_path(source) or Path(source).expanduser().exists():  # an existing ``sam3`` dir wins over the hub
         return _check_local_dir(name, Path(source).expanduser(), flag)
     cached = hub_cached(source)
     if cached is not None:
@@ -249,7 +245,7 @@ def run_doctor(*, sam3: str, llm: dict[str, Any], timeout: float = 5.0) -> list[
 
     Args:
         sam3: The SAM 3 hub id or directory.
-        llm: The backend settings of :func:`sam3agent.backend_options.llm_settings`.
+        llm: The backend settings of :func:`sam3agent.backends.llm_settings`.
         timeout: Seconds to wait for the LLM endpoint.
 
     Returns:

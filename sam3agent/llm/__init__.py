@@ -24,7 +24,8 @@ from sam3agent.llm.base import (
 
 if TYPE_CHECKING:
     from sam3agent.llm.caching import CacheMissError, CachingLLM
-    from sam3agent.llm.openai_compat import OpenAICompatibleLLM, SharedLimiter
+    from sam3agent.llm.limiter import SharedLimiter
+    from sam3agent.llm.openai_compat import OpenAICompatibleLLM
     from sam3agent.llm.scripted import ScriptedLLM, ScriptExhaustedError
     from sam3agent.llm.server import ScriptedOpenAIServer
     from sam3agent.llm.tiny_qwen import save_tiny_qwen25vl
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "OpenAICompatibleLLM": "sam3agent.llm.openai_compat",
-    "SharedLimiter": "sam3agent.llm.openai_compat",
+    "SharedLimiter": "sam3agent.llm.limiter",
     "CachingLLM": "sam3agent.llm.caching",
     "CacheMissError": "sam3agent.llm.caching",
     "TransformersLLM": "sam3agent.llm.transformers_local",

@@ -1,11 +1,15 @@
 """An OpenAI chat-completions backend: vLLM servers, OpenAI, Gemini's OpenAI-compatible endpoint.
 
-The client's own retries are turned off (``max_retries=0``); this module retries transient failures
-(connection errors, timeouts, 408/409/429/5xx) with exponential backoff itself so it can count the
-attempts each completion took and raise :class:`~sam3agent.llm.base.LLMBackendError` naming the
-endpoint and the last error once they are spent. Client errors (400/401/403/404/422) fail at once.
-A 200 answer whose body is not a chat completion (truncated JSON, a proxy's HTML page, no choices)
-is a backend fault too, retried the same way; the openai client never retries those itself.
+Transient failures (connection errors, timeouts, 408/409/429/5xx, or whatever a server's
+``x-should-retry`` header asks for) are retried by the openai client itself, with its backoff (0.5 s
+doubling up to 8 s, less up to 25 % jitter) or the server's ``Retry-After``/``Retry-After-Ms`` (up to
+two minutes). The attempts each call took are read back from the client (``retries_taken`` of the raw
+response; on failure, the retry count the client stamps on the last request it sent) and reported in
+:attr:`~sam3agent.llm.base.Completion.attempts` or in the
+:class:`~sam3agent.llm.base.LLMBackendError` that names the endpoint and the last error once they are
+spent. Client errors (400/401/403/404/422) fail at once. A 200 answer whose body is not a chat
+completion (truncated JSON, a proxy's HTML page, no choices) is a backend fault too, but the openai
+client never retries a 200, so that one retry loop stays here; both share the ``max_retries`` budget.
 
 One HTTP client is kept per running event loop and closed when that loop shuts down (``asyncio.run``
 closes it while finishing), so one instance can serve a synchronous wrapper that runs every job in
@@ -13,82 +17,36 @@ a fresh loop without leaking connections bound to dead loops.
 
 A limiter caps the calls in flight: ``max_concurrency=N`` shares one limit among every
 :class:`OpenAICompatibleLLM` of the process that talks to the same ``base_url``; ``limiter=`` takes
-any object usable as ``async with limiter:`` (an ``asyncio.Semaphore``, a :class:`SharedLimiter`).
+any object usable as ``async with limiter:`` (an ``asyncio.Semaphore``, a
+:class:`~sam3agent.llm.limiter.SharedLimiter`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import os
 import random
-import threading
 import weakref
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext, suppress
 from typing import TYPE_CHECKING, Any, Literal
 
 from sam3agent.llm.base import Completion, LLMBackendError, LLMRequest
+from sam3agent.llm.limiter import SharedLimiter, shared_limiter
 from sam3agent.llm.wire import ImageFormat, MalformedResponseError, from_openai_response, to_openai_messages
 
 if TYPE_CHECKING:
     import openai
 
+__all__ = ["OpenAICompatibleLLM", "SharedLimiter", "shared_limiter"]
+
 logger = logging.getLogger(__name__)
 
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
-
-
-class SharedLimiter:
-    """At most ``limit`` holders at a time, usable as ``async with limiter:`` from any event loop.
-
-    An ``asyncio.Semaphore`` binds to the first event loop that waits on it; this keeps one semaphore
-    per running loop instead, so a limiter shared process-wide keeps working when a synchronous
-    wrapper runs each job in a fresh loop. Within one loop (the normal case: many agents gathered
-    together) the limit is exact.
-    """
-
-    def __init__(self, limit: int) -> None:
-        if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
-        self.limit = limit
-        self._lock = threading.Lock()
-        self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def _semaphore(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            sem = self._semaphores.get(loop)
-            if sem is None:
-                sem = self._semaphores[loop] = asyncio.Semaphore(self.limit)
-            return sem
-
-    async def __aenter__(self) -> None:
-        await self._semaphore().acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._semaphore().release()
-
-
-_SHARED_LIMITERS: dict[str, SharedLimiter] = {}
-_SHARED_LOCK = threading.Lock()
-
-
-def shared_limiter(key: str, limit: int) -> SharedLimiter:
-    """The process-wide limiter for ``key`` (a base URL), created with ``limit`` on first use.
-
-    A later request for the same key with a different limit keeps the first limit and logs a warning.
-    """
-    with _SHARED_LOCK:
-        limiter = _SHARED_LIMITERS.get(key)
-        if limiter is None:
-            limiter = _SHARED_LIMITERS[key] = SharedLimiter(limit)
-        elif limiter.limit != limit:
-            logger.warning("shared limiter for %s already caps at %d; ignoring new limit %d", key, limiter.limit, limit)
-        return limiter
+_MALFORMED = (json.JSONDecodeError, UnicodeDecodeError, MalformedResponseError)
 
 
 class OpenAICompatibleLLM:
@@ -101,9 +59,10 @@ class OpenAICompatibleLLM:
             that is unset too (what a local vLLM server expects).
         api_key_env: Environment variable holding the key.
         timeout: Seconds before an HTTP request is abandoned (and retried); the client's default is 600.
-        max_retries: Retries after the first attempt for transient failures.
-        backoff_base: First retry delay in seconds; doubles per retry, with jitter.
-        backoff_max: Cap on one retry delay (also on a server's ``Retry-After``).
+        max_retries: Retries after the first attempt for transient failures, all kinds together.
+        backoff_base: First delay in seconds before retrying a malformed 200 answer; doubles per retry,
+            with jitter. (HTTP failures are retried by the openai client on its own schedule.)
+        backoff_max: Cap on one such delay (also on a server's ``Retry-After`` sent with that 200).
         extra_body: Extra JSON fields for every request (vLLM options such as ``top_k``,
             ``structured_outputs``, ``chat_template_kwargs``).
         image_format: ``"auto"`` sends image bytes as given; ``"jpeg"``/``"png"`` re-encode when needed.
@@ -196,7 +155,7 @@ class OpenAICompatibleLLM:
                 base_url=self.base_url,
                 api_key=self._api_key,
                 timeout=self.timeout,
-                max_retries=0,
+                max_retries=self.max_retries,
                 default_headers=self.default_headers or None,
             )
             entry = self._clients[loop] = _LoopClient(client, _close_at_shutdown(client, self.base_url))
@@ -223,7 +182,7 @@ class OpenAICompatibleLLM:
             "messages": to_openai_messages(request.messages, self.image_format),
             self.max_tokens_field: s.max_tokens,
         }
-        # a sampling field set to None is left to the server's default (as the reference does)
+        # a sampling field set to None is left to the server's default (SAM 3's own agent client sends none)
         if s.temperature is not None:
             body["temperature"] = s.temperature
         if s.top_p is not None:
@@ -239,6 +198,9 @@ class OpenAICompatibleLLM:
     async def complete(self, request: LLMRequest) -> Completion:
         """Send one chat-completions request, retrying transient failures.
 
+        At most ``max_retries + 1`` attempts in all: the openai client's retries of HTTP failures and
+        this loop's retries of malformed 200 answers draw on the same budget.
+
         Raises:
             LLMBackendError: A client error (at once) or a transient one that outlived the retries.
         """
@@ -246,38 +208,54 @@ class OpenAICompatibleLLM:
 
         body = self.request_body(request)
         client = await self._client()
-        attempt = 0
+        attempts = 0
         while True:
-            attempt += 1
+            response, took = await self._send(client, body, attempts)
+            attempts += took
+            # The client hands back any 200 unchecked: a body that is not JSON fails only here, when
+            # parsed; a non-JSON content type parses to a str; a completion without a usable choice
+            # is caught by from_openai_response. The client never retries these, so this loop does.
             try:
-                async with self._limiter or nullcontext():
-                    response = await client.chat.completions.create(**body)
-                return from_openai_response(response, attempt, self.model)
-            except openai.APIStatusError as e:
-                if not _is_retryable_status(e.status_code):
-                    raise LLMBackendError(self.endpoint, await self._status_message(e), attempt) from e
-                error: BaseException = e
-                problem = _describe(e)
-            except openai.APIConnectionError as e:
-                error, problem = e, _describe(e)
-            # A 200 whose body is no chat completion: the openai client raises the JSON error raw or
-            # returns the body as a str/list (non-JSON content type), and its own retries (status and
-            # connection failures only) never see it, so this retry stays ours.
-            except (json.JSONDecodeError, UnicodeDecodeError, openai.APIResponseValidationError,
-                    MalformedResponseError) as e:
+                return from_openai_response(await _parse(response), attempts, self.model)
+            except (*_MALFORMED, openai.APIResponseValidationError) as e:
                 error, problem = e, f"malformed response: {_describe(e)}"
-            if attempt > self.max_retries:
-                raise LLMBackendError(self.endpoint, problem, attempt) from error
-            delay = self._delay(attempt, error)
-            logger.warning(
-                "LLM call to %s failed (%s); retry %d/%d in %.2fs",
-                self.endpoint,
-                problem,
-                attempt,
-                self.max_retries,
-                delay,
-            )
+            if attempts > self.max_retries:
+                raise LLMBackendError(self.endpoint, problem, attempts) from error
+            delay = self._delay(attempts, error)
+            logger.warning("LLM call to %s failed (%s); retry %d/%d in %.2fs", self.endpoint, problem, attempts,
+                           self.max_retries, delay)
             await asyncio.sleep(delay)
+
+    async def _send(self, client: openai.AsyncOpenAI, body: dict[str, Any], attempts: int) -> tuple[Any, int]:
+        """One ``create`` call, the client retrying HTTP failures with the retries still left.
+
+        Args:
+            client: The running loop's client.
+            body: The keyword arguments of ``chat.completions.create``.
+            attempts: Attempts this completion already took.
+
+        Returns:
+            The raw (unparsed) response and the HTTP attempts this call took.
+
+        Raises:
+            LLMBackendError: The client gave up: an error it does not retry, or its retries are spent.
+        """
+        import openai
+
+        budget = self.max_retries - attempts
+        sender = client if budget == self.max_retries else client.with_options(max_retries=budget)
+        try:
+            async with self._limiter or nullcontext():
+                response = await sender.chat.completions.with_raw_response.create(**body)
+        except openai.APIStatusError as e:
+            total = attempts + 1 + _retries_taken(e, budget)
+            raise LLMBackendError(self.endpoint, await self._status_message(e), total) from e
+        except openai.APIConnectionError as e:  # APITimeoutError included
+            raise LLMBackendError(self.endpoint, _describe(e), attempts + 1 + _retries_taken(e, budget)) from e
+        if response.retries_taken:
+            logger.warning("LLM call to %s took %d attempts (the openai client retried transient failures)",
+                           self.endpoint, response.retries_taken + 1)
+        return response, 1 + response.retries_taken
 
     def _delay(self, attempt: int, error: BaseException) -> float:
         """Exponential backoff with jitter; a server's ``Retry-After`` wins when it is longer."""
@@ -304,8 +282,9 @@ class OpenAICompatibleLLM:
         """Model ids from ``GET /models``, or ``None`` when that fails (it is only a hint)."""
         import openai
 
-        try:
-            page = await (await self._client()).models.list(timeout=min(self.timeout, 5.0))
+        try:  # no retries: it is only a hint in an error message
+            client = (await self._client()).with_options(max_retries=0)
+            page = await client.models.list(timeout=min(self.timeout, 5.0))
         except openai.OpenAIError as e:
             logger.debug("could not list models at %s: %s", self.base_url, e)
             return None
@@ -333,6 +312,27 @@ async def _close_at_shutdown(client: openai.AsyncOpenAI, base_url: str) -> Async
 
 def _is_retryable_status(status: int) -> bool:
     return status in _RETRYABLE_STATUS or status >= 500
+
+
+async def _parse(response: Any) -> Any:
+    """The parsed body of a raw response (``parse`` may become a coroutine for async clients)."""
+    parsed = response.parse()
+    return await parsed if inspect.isawaitable(parsed) else parsed
+
+
+def _retries_taken(error: Exception, budget: int) -> int:
+    """How many times the openai client retried before it gave up with ``error``.
+
+    The client stamps each request it sends with its retry count (``x-stainless-retry-count``) and the
+    error carries the last request. Without that header: the client gives up on a failure it retries
+    only once ``budget`` (the retries it was allowed) is spent, and on any other at its first sight
+    (an approximation when a retried failure was followed by one it does not retry).
+    """
+    request = getattr(error, "request", None)
+    with suppress(AttributeError, KeyError, TypeError, ValueError):
+        return min(budget, int(request.headers["x-stainless-retry-count"]))
+    status = getattr(error, "status_code", None)
+    return budget if status is None or _is_retryable_status(status) else 0
 
 
 def _describe(error: BaseException) -> str:

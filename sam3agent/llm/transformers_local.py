@@ -25,6 +25,7 @@ from typing import Any
 
 from sam3agent.llm.base import Completion, LLMBackendError, LLMRequest, Usage
 from sam3agent.llm.wire import to_hf_messages
+from sam3core.loading import looks_like_path, resolve_device_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +36,6 @@ _HAS_ACCELERATE = importlib.util.find_spec("accelerate") is not None
 
 class ModelLoadError(LLMBackendError):
     """The model or processor could not be loaded (missing, gated or incomplete weights)."""
-
-
-def _looks_like_path(model_id: str) -> bool:
-    return model_id.startswith((".", "/", "~")) or "\\" in model_id or model_id.count("/") > 1
 
 
 def _load_hint(model_id: str, error: BaseException) -> str:
@@ -63,8 +60,9 @@ class TransformersLLM:
     Args:
         model_id: Hub id or local directory.
         device: ``"cuda"``, ``"cuda:1"``, ``"cpu"``...; default CUDA when available, else CPU.
-        dtype: ``torch.dtype`` or its name (``"bfloat16"``, ``"auto"``); default bfloat16 on CUDA,
-            float32 on CPU.
+        dtype: A ``torch.dtype``, a name (``"bfloat16"``/``"bf16"``, ``"float16"``/``"fp16"``,
+            ``"float32"``/``"fp32"``) or ``"auto"`` (the checkpoint's own dtype); default bfloat16 on
+            CUDA, float32 on CPU (see :func:`sam3core.loading.resolve_device_dtype`).
         revision: Hub revision (branch, tag or commit).
         local_files_only: Never touch the network.
         attn_implementation: e.g. ``"sdpa"`` or ``"flash_attention_2"``.
@@ -122,46 +120,52 @@ class TransformersLLM:
         return f"TransformersLLM(model_id={self.model_id!r}, device={self.device!r})"
 
     # ----------------------------------------------------------------- loading
-    def _resolve_device_dtype(self) -> tuple[str, Any]:
-        import torch
+    def _source(self) -> str:
+        """What ``from_pretrained`` gets: the hub id, or the directory with ``~`` expanded.
 
-        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = self.dtype
-        if dtype is None:
-            dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        elif isinstance(dtype, str) and dtype != "auto":
-            dtype = getattr(torch, dtype)
-        return device, dtype
+        Raises:
+            ModelLoadError: ``model_id`` is spelled as a path (:func:`~sam3core.loading.looks_like_path`)
+                and no such directory exists.
+        """
+        if not looks_like_path(self.model_id):
+            return self.model_id
+        path = Path(self.model_id).expanduser()
+        if not path.is_dir():
+            raise ModelLoadError(
+                self.name,
+                f"model directory {self.model_id!r} does not exist. Pass a directory holding "
+                "config.json, the weights and the processor files, or a Hub id such as "
+                f"{DEFAULT_MODEL_ID!r} (gated models need `huggingface-cli login` and their "
+                "licence accepted)",
+            )
+        return str(path)
 
     def load(self) -> None:
         """Load the processor and model (idempotent, thread-safe).
 
         Raises:
-            ModelLoadError: Weights missing, gated or incomplete; the message names the fix.
+            ModelLoadError: Weights missing, gated or incomplete, or a device/dtype that cannot be
+                used; the message names the fix.
         """
         with self._load_lock:
             if self.hf_model is not None:
                 return
-            if _looks_like_path(self.model_id) and not Path(self.model_id).expanduser().is_dir():
-                raise ModelLoadError(
-                    self.name,
-                    f"model directory {self.model_id!r} does not exist. Pass a directory holding "
-                    "config.json, the weights and the processor files, or a Hub id such as "
-                    f"{DEFAULT_MODEL_ID!r} (gated models need `huggingface-cli login` and their "
-                    "licence accepted)",
-                )
+            source = self._source()
             from transformers import AutoModelForImageTextToText, AutoProcessor
 
-            device, dtype = self._resolve_device_dtype()
+            try:
+                device, dtype = resolve_device_dtype(self.device, self.dtype, allow_auto=True)
+            except ValueError as e:
+                raise ModelLoadError(self.name, str(e)) from e
             common: dict[str, Any] = {"revision": self.revision, "local_files_only": self.local_files_only}
             try:
-                processor = AutoProcessor.from_pretrained(self.model_id, **common, **self.processor_kwargs)
+                processor = AutoProcessor.from_pretrained(source, **common, **self.processor_kwargs)
                 model_kwargs: dict[str, Any] = {"dtype": dtype, **self.model_kwargs}
                 if _HAS_ACCELERATE:  # straight onto the device, without a full copy on the CPU first
-                    model_kwargs.setdefault("device_map", device)
+                    model_kwargs.setdefault("device_map", str(device))
                 if self.attn_implementation:
                     model_kwargs["attn_implementation"] = self.attn_implementation
-                model = AutoModelForImageTextToText.from_pretrained(self.model_id, **common, **model_kwargs)
+                model = AutoModelForImageTextToText.from_pretrained(source, **common, **model_kwargs)
             except (OSError, ValueError) as e:
                 raise ModelLoadError(self.name, _load_hint(self.model_id, e)) from e
             if "device_map" not in model_kwargs:

@@ -16,8 +16,6 @@ and reads responses back, checking every field (:func:`from_openai_response`).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import json
 import logging
@@ -26,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from sam3agent.llm.base import Completion, ImagePart, Message, Part, TextPart, ToolCall, Usage
+from sam3core.image import data_url, decode_data_url
 
 logger = logging.getLogger(__name__)
 
@@ -107,22 +106,7 @@ def encode_image(part: ImagePart, image_format: ImageFormat = "auto") -> tuple[b
 def image_data_url(part: ImagePart, image_format: ImageFormat = "auto") -> str:
     """A ``data:<mime>;base64,...`` URL of the image (see :func:`encode_image` for ``image_format``)."""
     data, mime = encode_image(part, image_format)
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def decode_data_url(url: str) -> tuple[bytes, str]:
-    """Bytes and mime type of a base64 ``data:`` URL.
-
-    Raises:
-        ValueError: The URL is not a base64 data URL.
-    """
-    header, sep, payload = url.partition(",")
-    if not sep or not header.startswith("data:") or not header.endswith(";base64"):
-        raise ValueError(f"not a base64 data URL: {url[:40]!r}")
-    try:
-        return base64.b64decode(payload, validate=True), header[5 : -len(";base64")]
-    except binascii.Error as e:
-        raise ValueError(f"bad base64 in data URL: {e}") from e
+    return data_url(data, mime)
 
 
 def _openai_content(message: Message, image_format: ImageFormat) -> str | list[dict[str, Any]]:

@@ -139,7 +139,7 @@ async def test_api_key_defaults_to_empty_for_local_servers(monkeypatch) -> None:
 
 
 async def test_500_then_success_is_retried() -> None:
-    with ScriptedOpenAIServer(["fine"]) as server:
+    with ScriptedOpenAIServer(["fine"], retry_after=0.01) as server:
         server.fail_next(1, status=500)
         completion = await _once(server)
     assert completion.text == "fine" and completion.attempts == 2
@@ -157,12 +157,59 @@ async def test_timeout_is_retried() -> None:
 
 
 async def test_retries_spent_raise_backend_error() -> None:
-    with ScriptedOpenAIServer(["never"]) as server:
+    with ScriptedOpenAIServer(["never"], retry_after=0.01) as server:
         server.fail_next(5, status=503)
         with pytest.raises(LLMBackendError) as info:
             await _once(server, max_retries=2)
     assert info.value.attempts == 3 and server.call_count == 3
     assert server.base_url in str(info.value) and "503" in str(info.value)
+
+
+async def test_http_retries_wait_the_client_backoff_or_the_servers_retry_after() -> None:
+    """HTTP failures are the openai client's to retry: its backoff (0.5 s, then 1 s; less up to 25 %
+    jitter), not ``backoff_base``, unless the server sends ``Retry-After-Ms``."""
+    waits = {}
+    for retry_after in (None, 0.01):
+        with ScriptedOpenAIServer(["fine"], retry_after=retry_after) as server:
+            server.fail_next(2, status=503)
+            start = time.monotonic()
+            completion = await _once(server, max_retries=2)
+            waits[retry_after] = time.monotonic() - start
+        assert completion.attempts == 3 and server.call_count == 3
+    assert waits[None] >= 0.375 + 0.75 and waits[0.01] < 0.5
+
+
+async def test_attempts_count_client_retries_before_an_error_it_does_not_retry() -> None:
+    with ScriptedOpenAIServer(["secret"], api_key="right", retry_after=0.01) as server:
+        server.fail_next(1, status=503)  # retried by the client, then the wrong key: 401, not retried
+        with pytest.raises(LLMBackendError) as info:
+            await _once(server, api_key="wrong", max_retries=3)
+        assert server.call_count == 2
+    assert info.value.attempts == 2 and "401" in str(info.value)
+
+
+async def test_malformed_and_http_retries_share_one_budget() -> None:
+    with ScriptedOpenAIServer(["never sent"], retry_after=0.01) as server:
+        server.malform_next(1)
+        server.fail_next(5, status=503)
+        with pytest.raises(LLMBackendError) as info:
+            await _once(server, max_retries=2)
+        assert server.call_count == 3 and server.replies_used == 0
+    assert info.value.attempts == 3 and "503" in str(info.value)
+
+
+def test_retry_count_without_the_clients_header() -> None:
+    """When the failed request carries no retry count, the client's rule decides: a failure it retries
+    is only raised once the retries it was allowed are spent, any other at once."""
+    from sam3agent.llm.openai_compat import _retries_taken
+
+    def failure(status: int | None) -> Exception:
+        error = Exception("failed")
+        error.status_code = status  # type: ignore[attr-defined]
+        return error
+
+    assert _retries_taken(failure(503), 2) == 2 and _retries_taken(failure(None), 2) == 2
+    assert _retries_taken(failure(401), 2) == 0
 
 
 async def test_dead_endpoint_raises_backend_error_naming_it() -> None:

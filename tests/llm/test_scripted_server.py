@@ -110,3 +110,22 @@ def test_stop_wakes_stalled_handlers_quickly() -> None:
     server.stop()
     caller.join(timeout=5)
     assert time.monotonic() - start < 3 and not caller.is_alive()
+
+
+def test_retry_after_is_sent_with_error_answers_only() -> None:
+    def post(server: ScriptedOpenAIServer) -> tuple[int, str | None]:
+        request = urllib.request.Request(server.base_url + "/chat/completions", data=json.dumps(BODY).encode(),
+                                         method="POST", headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.headers.get("Retry-After-Ms")
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers.get("Retry-After-Ms")
+
+    with ScriptedOpenAIServer(["ok", {"status": 429, "message": "slow down"}], retry_after=0.25) as server:
+        server.fail_next(1, status=503)
+        answers = [post(server) for _ in range(3)]
+    assert answers == [(503, "250"), (200, None), (429, "250")]
+    with ScriptedOpenAIServer(["ok"]) as server:
+        server.fail_next(1, status=503)
+        assert post(server) == (503, None)

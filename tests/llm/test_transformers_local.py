@@ -90,6 +90,18 @@ def test_unreachable_hub_id_is_a_clear_error(monkeypatch) -> None:
     assert "huggingface-cli login" in str(info.value)
 
 
+def test_unusable_dtype_is_a_load_error(tiny_qwen_dir: Path) -> None:
+    with pytest.raises(ModelLoadError, match=r"unknown dtype 'float8'.*'auto'"):
+        TransformersLLM.from_pretrained(str(tiny_qwen_dir), device="cpu", dtype="float8")
+
+
+def test_home_relative_directory_loads(tiny_qwen_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``~/...`` is expanded before ``from_pretrained`` (which would read it as a hub id)."""
+    monkeypatch.setenv("HOME", str(tiny_qwen_dir.parent))
+    llm = TransformersLLM.from_pretrained(f"~/{tiny_qwen_dir.name}", device="cpu", dtype="auto")
+    assert llm.hf_model is not None and llm.processor is not None
+
+
 def test_tiny_builder_is_deterministic(tmp_path: Path, tiny_qwen_dir: Path) -> None:
     from sam3agent.llm.tiny_qwen import save_tiny_qwen25vl
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sam3core.engine import Sam3Engine
-from sam3core.loading import Sam3LoadError, check_torch_stack
+from sam3core.loading import Sam3LoadError, check_torch_stack, looks_like_path, resolve_device_dtype
 from sam3core.testing import build_random_sam3, save_tiny_sam3
 
 
@@ -68,3 +68,34 @@ def test_bad_device_and_dtype(tiny_sam3_dir: Path) -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             Sam3Engine.from_pretrained(tiny_sam3_dir, device="cuda")
+
+
+@pytest.mark.parametrize("source", ["./sam3", "../models/sam3", "/models/sam3", "~/sam3", "models\\sam3",
+                                    "C:/models/sam3", "C:sam3", "data/models/sam3", Path("/models/sam3")])
+def test_paths_are_told_from_hub_ids(source: str | Path) -> None:
+    assert looks_like_path(source)
+
+
+@pytest.mark.parametrize("source", ["facebook/sam3", "sam3", "Qwen/Qwen2.5-VL-7B-Instruct", "org/name.v2"])
+def test_hub_ids_are_not_paths(source: str) -> None:
+    assert not looks_like_path(source)
+
+
+def test_local_directory_spelled_as_a_hub_id_loads(tiny_sam3_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sam3`` names a hub repository unless a directory of that name is where we stand."""
+    monkeypatch.chdir(tiny_sam3_dir.parent)
+    with Sam3Engine.from_pretrained(tiny_sam3_dir.name, device="cpu") as engine:
+        assert engine.device.type == "cpu"
+
+
+def test_device_dtype_defaults_names_and_auto() -> None:
+    import torch
+
+    assert resolve_device_dtype("cpu", None) == (torch.device("cpu"), torch.float32)
+    assert resolve_device_dtype("cpu", "bf16") == (torch.device("cpu"), torch.bfloat16)
+    assert resolve_device_dtype("cpu", torch.float16) == (torch.device("cpu"), torch.float16)
+    assert resolve_device_dtype("cpu", "auto", allow_auto=True) == (torch.device("cpu"), "auto")
+    with pytest.raises(ValueError, match="unknown dtype 'auto'"):
+        resolve_device_dtype("cpu", "auto")
+    with pytest.raises(ValueError, match="'auto'"):
+        resolve_device_dtype("cpu", "float8", allow_auto=True)
