@@ -21,13 +21,13 @@ import supervision as sv
 from PIL import Image
 from pydantic import BaseModel
 
+from sam3agent import pictures
 from sam3agent.config import AgentConfig
 from sam3agent.context import append_exchange, build_request
 from sam3agent.examine import examine_masks
 from sam3agent.llm.base import LLM, Completion, ImagePart, LLMBackendError, Message, TextPart
 from sam3agent.overlap import remove_overlaps
 from sam3agent.parsing import ParsedCall, ParseError, parse_completion
-from sam3agent.render import encode_image, render_marks
 from sam3agent.result import AgentResult, Step, Totals, summarize_messages
 from sam3agent.state import AgentState, Outcome, mask_ids, resolve_mask_ids
 from sam3agent.tools import SegmentPhraseArgs, SelectMasksArgs
@@ -230,6 +230,8 @@ class Agent:
         options: dict[str, object] = {}
         if cfg.overlap_iom is not None:
             options["dedup_iou"] = None  # our overlap removal below replaces the engine's own
+        if cfg.mask_upsampling is not None:
+            options["mask_upsampling"] = cfg.mask_upsampling
         found = await self.engine.asegment(state.handle, phrase, score_threshold=cfg.score_threshold,
                                            mask_threshold=cfg.mask_threshold, max_masks=cfg.max_masks, **options)
         detections = await asyncio.to_thread(remove_overlaps, found, cfg.overlap_iom,
@@ -253,7 +255,7 @@ class Agent:
             return Outcome(self.prompts.feedback("no_masks", tool="examine_each_mask"), failure="no_masks")
         if self.config.reexamine == "unchecked" and all(state.verified):
             return Outcome(self.prompts.feedback("already_examined"), failure="already_examined")
-        return await examine_masks(self, state, step)
+        return await examine_masks(self.llm, state, step)
 
     async def _select_masks(self, state: AgentState, args: BaseModel, step: Step) -> Outcome:
         """Finish with the chosen current masks; invalid ids are fed back with the valid range."""
@@ -276,30 +278,16 @@ class Agent:
         state.finish("no_mask", "the model reported that nothing matches", self._empty(state), step.raw_reply)
         return Outcome("Final answer: no mask.")
 
-    # -- helpers used by the transitions -------------------------------------------------------
+    # -- helpers used by the transitions (they live in sam3agent.pictures and AgentState, which
+    # the examine transition uses too) -----------------------------------------------------------
 
     def set_masks(self, state: AgentState, detections: sv.Detections) -> None:
         """Make ``detections`` the current masks (none of them examined yet)."""
-        state.detections = detections
-        state.verified = [False] * len(detections)
-        state.marks_image = None
+        state.set_masks(detections)
 
     async def render_current(self, state: AgentState, step: Step) -> ImagePart:
         """Render and encode the current masks numbered 1..N; it becomes the image kept in context."""
-        detections = state.detections if state.detections is not None else self._empty(state)
-        labels = mask_ids(len(detections))
-
-        def draw() -> ImagePart:
-            marks = render_marks(state.handle.image, detections, labels=labels)
-            return self.encode_for_model(marks, f"marks 1-{len(labels)}")
-
-        t0 = time.perf_counter()
-        image = await asyncio.to_thread(draw)
-        seconds = time.perf_counter() - t0
-        step.render_seconds += seconds
-        state.render_seconds += seconds
-        state.marks_image = image
-        return image
+        return await pictures.render_current(state, step)
 
     def encode_for_model(self, image: Image.Image, label: str, *, raw: bool = False) -> ImagePart:
         """Resize and encode an image to the configured pixel budget and format.
@@ -310,10 +298,7 @@ class Agent:
             raw: Whether it is the raw input image (``image_format``) rather than a picture we drew
                 (``render_format``).
         """
-        cfg = self.config
-        return encode_image(image, max_pixels=cfg.max_image_pixels, min_pixels=cfg.min_image_pixels,
-                            patch=cfg.image_patch, fmt=cfg.image_format if raw else cfg.render_format,
-                            quality=cfg.image_quality, label=label, detail=cfg.image_detail)
+        return pictures.encode_for_model(self.config, image, label, raw=raw)
 
     @staticmethod
     def _empty(state: AgentState) -> sv.Detections:

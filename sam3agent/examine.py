@@ -15,31 +15,36 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sam3agent.context import build_verify_request
-from sam3agent.llm.base import ImagePart
+from sam3agent.llm.base import LLM, ImagePart
 from sam3agent.parsing import parse_verdict
+from sam3agent.pictures import add_render_time, encode_for_model, render_current
 from sam3agent.render import PALETTE_RGB, render_single
 from sam3agent.result import Step, Verification, summarize_messages
 from sam3agent.state import AgentState, Outcome, mask_ids
 from sam3agent.zoom import render_zoom_context
 from sam3core.postprocess import empty_detections
 
-if TYPE_CHECKING:
-    from sam3agent.agent import Agent
-
 _VERDICT_WORDS = {"accept": "accepted", "reject": "rejected, removed", "unclear": "no clear verdict, kept"}
 
 
-async def examine_masks(agent: Agent, state: AgentState, step: Step) -> Outcome:
+async def examine_masks(llm: LLM, state: AgentState, step: Step) -> Outcome:
     """Verify the current masks that were not examined yet; see the module docstring.
 
     The caller has checked that there are current masks and that some are not examined yet.
+
+    Args:
+        llm: The backend the verification requests go to.
+        state: The run (its settings, prompts, current masks); updated in place.
+        step: The main-loop turn that called the tool; gets the verifications and the timings.
+
+    Returns:
+        What the model is told, with the re-rendered masks when some were removed.
     """
-    prompts, cfg = agent.prompts, agent.config
+    prompts, cfg = state.prompts, state.config
     detections = state.detections
     if detections is None:
         raise RuntimeError("internal error: examine_masks called without current masks")
@@ -48,9 +53,9 @@ async def examine_masks(agent: Agent, state: AgentState, step: Step) -> Outcome:
     pending = [i for i in range(n) if cfg.reexamine == "all" or not state.verified[i]]
     limit = len(pending) if cfg.max_verifications is None else cfg.max_verifications
     targets, skipped = pending[:limit], pending[limit:]
-    pictures = await _render_pictures(agent, state, step, targets, ids)
+    pictures = await _render_pictures(state, step, targets, ids)
     t0 = time.perf_counter()
-    step.verifications = await _verify_all(agent, state, [ids[i] for i in targets], pictures)
+    step.verifications = await _verify_all(llm, state, [ids[i] for i in targets], pictures)
     state.llm_seconds += time.perf_counter() - t0
     verdicts = {i: v.verdict for i, v in zip(targets, step.verifications, strict=True)}
     unclear = sum(v == "unclear" for v in verdicts.values())
@@ -68,12 +73,12 @@ async def examine_masks(agent: Agent, state: AgentState, step: Step) -> Outcome:
         state.verified = verified
         after.append(prompts.feedback("examine_unchanged"))
     elif not keep:
-        agent.set_masks(state, empty_detections(state.handle.height, state.handle.width))
+        state.set_masks(empty_detections(state.handle.height, state.handle.width))
         after.append(prompts.feedback("examine_all_rejected", query=state.query))
     else:
-        agent.set_masks(state, detections[keep])
+        state.set_masks(detections[keep])
         state.verified = verified
-        image = await agent.render_current(state, step)
+        image = await render_current(state, step)
         new_ids = mask_ids(len(keep))
         mapping = ", ".join(f"old {ids[old]} is now {new}" for old, new in zip(keep, new_ids, strict=True))
         after.append(prompts.feedback("examine_renumbered", count=len(keep), mapping=mapping))
@@ -81,7 +86,7 @@ async def examine_masks(agent: Agent, state: AgentState, step: Step) -> Outcome:
     return Outcome(text, image=image)
 
 
-async def _render_pictures(agent: Agent, state: AgentState, step: Step, targets: Sequence[int],
+async def _render_pictures(state: AgentState, step: Step, targets: Sequence[int],
                            ids: Sequence[int]) -> list[tuple[ImagePart, ImagePart]]:
     """The (single-mask, close-up) pair of encoded images of every target, rendered in threads."""
     detections, image = state.detections, state.handle.image
@@ -91,31 +96,29 @@ async def _render_pictures(agent: Agent, state: AgentState, step: Step, targets:
         mask_id = ids[index]
         single = render_single(image, detections, index, label=mask_id)
         zoom = render_zoom_context(rgb, np.asarray(detections.mask[index], dtype=bool), PALETTE_RGB)
-        return (agent.encode_for_model(single, f"mask {mask_id} alone"),
-                agent.encode_for_model(zoom, f"mask {mask_id} close-up"))
+        return (encode_for_model(state.config, single, f"mask {mask_id} alone"),
+                encode_for_model(state.config, zoom, f"mask {mask_id} close-up"))
 
     t0 = time.perf_counter()
     out = await asyncio.gather(*(asyncio.to_thread(pictures, i) for i in targets))
-    seconds = time.perf_counter() - t0
-    step.render_seconds += seconds
-    state.render_seconds += seconds
+    add_render_time(state, step, time.perf_counter() - t0)
     return list(out)
 
 
-async def _verify_all(agent: Agent, state: AgentState, target_ids: Sequence[int],
+async def _verify_all(llm: LLM, state: AgentState, target_ids: Sequence[int],
                       pictures: Sequence[tuple[ImagePart, ImagePart]]) -> list[Verification]:
     """Run the verification calls, at most ``verify_concurrency`` at once, in mask order.
 
     If one call fails (a backend error), the others are cancelled and the error propagates.
     """
-    limit = asyncio.Semaphore(agent.config.verify_concurrency)
+    limit = asyncio.Semaphore(state.config.verify_concurrency)
 
     async def verify(mask_id: int, single: ImagePart, zoom: ImagePart) -> Verification:
         request = build_verify_request(state, mask_id, single, zoom)
         state.see(request.images)
         async with limit:
             t0 = time.perf_counter()
-            completion = await agent.llm.complete(request)
+            completion = await llm.complete(request)
             seconds = time.perf_counter() - t0
         state.verify_calls += 1
         state.llm_attempts += completion.attempts

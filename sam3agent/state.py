@@ -152,6 +152,12 @@ class AgentState:
         for image in images:
             self.images.setdefault(image.digest, image)
 
+    def set_masks(self, detections: sv.Detections) -> None:
+        """Make ``detections`` the current masks: none of them examined yet, no picture of them yet."""
+        self.detections = detections
+        self.verified = [False] * len(detections)
+        self.marks_image = None
+
     def finish(self, status: Status, reason: str, answer: sv.Detections, final_text: str = "") -> None:
         """End the run."""
         self.status, self.reason, self.answer, self.final_text = status, reason, answer, final_text

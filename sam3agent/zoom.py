@@ -88,6 +88,39 @@ def _scaled(panel: np.ndarray, scale: float, interp: int) -> np.ndarray:
     return panel if size == (w, h) else cv2.resize(panel, size, interpolation=interp)
 
 
+def _fill_mask(zoom: np.ndarray, part: np.ndarray, color: np.ndarray) -> np.ndarray:
+    """A copy of the zoom panel with a light fill on the mask and a 1 px opaque outline on its edge.
+
+    Args:
+        zoom: ``(h, w, 3)`` uint8 RGB panel.
+        part: ``(h, w)`` uint8 0/1 mask in the panel.
+        color: ``(3,)`` uint8 RGB fill and outline colour.
+    """
+    solid = np.empty_like(zoom)
+    solid[:] = color
+    tinted = cv2.addWeighted(zoom, 1.0 - ZOOM_FILL_OPACITY, solid, ZOOM_FILL_OPACITY, 0.0)
+    inner = cv2.erode(part, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    cv2.copyTo(solid, cv2.subtract(part, inner), tinted)  # a 1 px outline on the mask's edge
+    out = zoom.copy()
+    cv2.copyTo(tinted, part, out)
+    return out
+
+
+def _join(first: np.ndarray, second: np.ndarray, side_by_side: bool, gap: int) -> np.ndarray:
+    """The two RGB panels on white, ``first`` left of (or above) ``second``, ``gap`` px apart."""
+    axis = 0 if side_by_side else 1  # the panels share their height (side by side) or width
+    shape = list(first.shape)
+    shape[axis] = max(first.shape[axis], second.shape[axis])
+    shape[1 - axis] = first.shape[1 - axis] + gap + second.shape[1 - axis]
+    out = np.full(shape, 255, np.uint8)
+    out[: first.shape[0], : first.shape[1]] = first
+    if side_by_side:
+        out[: second.shape[0], first.shape[1] + gap :] = second
+    else:
+        out[first.shape[0] + gap :, : second.shape[1]] = second
+    return out
+
+
 def render_zoom_context(
     image: np.ndarray,
     mask: np.ndarray,
@@ -127,7 +160,6 @@ def render_zoom_context(
     cx0, cy0, cx1, cy1 = _int_box(context_box, height, width)
     zx0, zy0, zx1, zy1 = _int_box(zoom_box, height, width)
     side_by_side = (cx1 - cx0) < (cy1 - cy0)
-    axis = 0 if side_by_side else 1  # the panels share their height (side by side) or width
 
     def scale_for(h: int, w: int) -> float:
         shared, other = (h, w) if side_by_side else (w, h)
@@ -144,21 +176,4 @@ def render_zoom_context(
     z_scale = scale_for(zy1 - zy0, zx1 - zx0)
     zoom = _scaled(image[zy0:zy1, zx0:zx1], z_scale, cv2.INTER_AREA if z_scale < 1 else cv2.INTER_LINEAR)
     part = _scaled(np.ascontiguousarray(mask[zy0:zy1, zx0:zx1]).view(np.uint8), z_scale, cv2.INTER_NEAREST)
-    solid = np.empty_like(zoom)
-    solid[:] = color
-    tinted = cv2.addWeighted(zoom, 1.0 - ZOOM_FILL_OPACITY, solid, ZOOM_FILL_OPACITY, 0.0)
-    inner = cv2.erode(part, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    cv2.copyTo(solid, cv2.subtract(part, inner), tinted)  # a 1 px outline on the mask's edge
-    zoom = zoom.copy()
-    cv2.copyTo(tinted, part, zoom)
-
-    shape = list(context.shape)
-    shape[axis] = max(context.shape[axis], zoom.shape[axis])
-    shape[1 - axis] = context.shape[1 - axis] + gap + zoom.shape[1 - axis]
-    out = np.full(shape, 255, np.uint8)
-    out[: context.shape[0], : context.shape[1]] = context
-    if side_by_side:
-        out[: zoom.shape[0], context.shape[1] + gap :] = zoom
-    else:
-        out[context.shape[0] + gap :, : zoom.shape[1]] = zoom
-    return Image.fromarray(out)
+    return Image.fromarray(_join(context, _fill_mask(zoom, part, color), side_by_side, gap))

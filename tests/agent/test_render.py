@@ -555,7 +555,8 @@ def test_encode_image_fits_patch_grid_and_budget(width: int, height: int, patch:
     assert lo <= hi, f"{width}x{height} -> {w}x{h} distorts the aspect"
     floored = max(patch, width // patch * patch) * max(patch, height // patch * patch)
     if min_pixels <= floored and width * height <= max_pixels:
-        assert w <= max(width, patch) and h <= max(height, patch)  # in budget: never upsampled
+        # in budget: each side rounded to the nearest multiple (smart_resize), at most half a patch up
+        assert w <= max(width, patch) + patch // 2 and h <= max(height, patch) + patch // 2
     if width * height < min_pixels:
         # Upsampled only as much as min_pixels needs (less than one extra patch per side).
         s = (min_pixels / (width * height)) ** 0.5
