@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 import supervision as sv
+from pycocotools import mask as coco_mask
 
 from sam3agent.llm.base import LLMBackendError
 from sam3agent.result import AgentResult
@@ -84,14 +85,13 @@ def mask_box_xywh(mask: np.ndarray) -> list[float] | None:
     """The COCO box ``[x, y, w, h]`` (pixels) enclosing a ``(H, W)`` mask, or None if it is empty.
 
     The box spans whole pixels: with ``x1``/``x2`` the first and last covered columns (inclusive,
-    supervision's ``xyxy`` convention), ``w = x2 - x1 + 1``; likewise for rows.
+    supervision's ``xyxy`` convention), ``w = x2 - x1 + 1``; likewise for rows. This is the box
+    ``pycocotools.mask.toBbox`` gives for the mask's RLE, which computes it.
     """
-    mask = np.asarray(mask, bool)
-    cols, rows = np.flatnonzero(mask.any(axis=0)), np.flatnonzero(mask.any(axis=1))
-    if cols.size == 0:
+    rle = coco_mask.encode(np.asfortranarray(np.asarray(mask, bool), dtype=np.uint8))
+    if coco_mask.area(rle) == 0:  # toBbox gives [0, 0, 0, 0] for an empty mask
         return None
-    x1, x2, y1, y2 = int(cols[0]), int(cols[-1]), int(rows[0]), int(rows[-1])
-    return [float(x1), float(y1), float(x2 - x1 + 1), float(y2 - y1 + 1)]
+    return [float(v) for v in coco_mask.toBbox(rle)]
 
 
 def xyxy_to_xywh(xyxy: np.ndarray) -> list[float]:

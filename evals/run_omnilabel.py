@@ -55,7 +55,7 @@ from sam3agent.config import AgentConfig
 from sam3agent.llm.base import LLMBackendError
 from sam3agent.render import mask_png
 from sam3agent.result import AgentResult
-from sam3core.image import ImageHandle
+from sam3core.image import ImageHandle, jpeg_bytes
 from sam3core.protocol import SegmentEngine
 
 PREDICTIONS = "predictions.json"
@@ -187,7 +187,7 @@ class PairTask:
                 picture = overlays.box_comparison(
                     handle.image, [b.bbox for b in gt_boxes if not b.iscrowd], [b.bbox for b in gt_boxes if b.iscrowd],
                     [b["bbox"] for b in boxes], [b["score"] for b in boxes])
-                atomic_write_bytes(paths.overlays / f"{self.id}.jpg", overlays.jpeg_bytes(picture))
+                atomic_write_bytes(paths.overlays / f"{self.id}.jpg", jpeg_bytes(picture, 85))
 
         return write
 

@@ -42,6 +42,7 @@ from sam3agent.agent import Agent
 from sam3agent.config import AgentConfig
 from sam3agent.llm.base import LLMBackendError
 from sam3agent.result import AgentResult
+from sam3core.image import jpeg_bytes
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -96,7 +97,7 @@ class ReasonSegTask:
                 result.save(paths.trajectories / self.id)
             if self.save_overlays:
                 picture = overlays.mask_comparison(result.image.image, gt_mask(self.sample), pred)
-                atomic_write_bytes(paths.overlays / f"{self.id}.jpg", overlays.jpeg_bytes(picture))
+                atomic_write_bytes(paths.overlays / f"{self.id}.jpg", jpeg_bytes(picture, 85))
 
         return write
 
@@ -135,7 +136,9 @@ def dataset_identity(samples: Sequence[ReasonSegSample], split: str | None) -> d
     """Name, split, sample count and a fingerprint of every JSON's bytes and image size."""
     digest = hashlib.sha256()
     for s in samples:
-        digest.update(s.id.encode() + b"\0" + hashlib.sha256(s.json_path.read_bytes()).digest())
+        with open(s.json_path, "rb") as f:
+            json_digest = hashlib.file_digest(f, "sha256").digest()
+        digest.update(s.id.encode() + b"\0" + json_digest)
         digest.update(f"{s.height}x{s.width}\0".encode())
     return {"name": "reasonseg", "split": split, "n_samples": len(samples), "fingerprint": digest.hexdigest()}
 

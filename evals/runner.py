@@ -20,7 +20,6 @@ Datasets describe their work as :class:`Sample` objects (an id, ``run()`` and ``
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import sys
 import threading
@@ -35,6 +34,7 @@ from tqdm import tqdm
 from evals.records import MINIMUM_FIELDS
 from evals.rundir import RECORD_SCHEMA_VERSION, RunPaths, SampleLog, atomic_write_bytes, latest_by_id, open_log
 from sam3agent.llm.base import LLMBackendError
+from sam3core.image import png_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -121,17 +121,11 @@ class _Committer:
         if output.artifacts is not None:
             output.artifacts(self.paths)
         if output.mask is not None:
-            atomic_write_bytes(self.paths.mask(sample_id), _png_bytes(output.mask))
+            atomic_write_bytes(self.paths.mask(sample_id), png_bytes(output.mask))
         else:  # a killed earlier attempt may have left one: no file means an empty prediction
             self.paths.mask(sample_id).unlink(missing_ok=True)
         with self._lock:
             self.log.append(record)
-
-
-def _png_bytes(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _build_record(sample_id: str, output: SampleOutput, seconds: float, attempt: int) -> dict[str, Any]:
