@@ -16,9 +16,9 @@ from PIL import Image
 from serve_helpers import PolicyLLM, ServerThread, error_message, expected_area, png
 
 from sam3agent import Agent
+from sam3agent.app.serve import ServeLimits, create_app
 from sam3agent.llm.openai_compat import OpenAICompatibleLLM
 from sam3agent.llm.server import ScriptedOpenAIServer
-from sam3agent.serve import ServeLimits, create_app
 from sam3core.fake import FakeEngine
 
 

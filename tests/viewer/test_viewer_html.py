@@ -43,7 +43,7 @@ def test_turn_contents(run_result) -> None:
     html = render_trajectory_html(run_result)
     turns = re.split(r'<section class="turn" id="turn-\d+">', html)[1:]
     assert "no usable tool call (no_tool_call)" in turns[0]
-    assert "segment_phrase" in turns[1] and "{&quot;text_prompt&quot;: &quot;red cup&quot;}" in turns[1]
+    assert "segment_phrase" in turns[1] and "{&#34;text_prompt&#34;: &#34;red cup&#34;}" in turns[1]
     assert "found 3 mask(s)" in turns[1] and "marks 1-3" in turns[1]
     assert "Verifications (3)" in turns[2] and turns[2].count('class="badge bad">reject<') == 1
     assert "That is the saucer, not the cup." in turns[2]

@@ -10,12 +10,14 @@ Endpoints:
 - ``GET /healthz``: liveness (open even when an API key is set).
 - ``GET /v1/info``: versions, the LLM, the SAM 3 source, the agent config, the limits.
 
-With an API key (:mod:`sam3agent.serve.auth`), every other request must carry it.
-Every error is JSON ``{"error": {"type", "message"}}``: 400 bad JSON (also nested deeper than
-``MAX_JSON_DEPTH``) / missing query / both ``image`` and ``image_path``, 401 missing or wrong API key,
-403 path refused, 404 no such file or route, 408 body not received in time, 413 body, image or pixel
-count over the limits, 415 unsupported content type, 422 undecodable image, 502 LLM backend failure
-(the endpoint named), 504 request timeout.
+Both bodies are validated by one pydantic model (:class:`~sam3agent.app.serve.request_body.SegmentRequest`;
+unknown JSON fields are refused). With an API key (:mod:`sam3agent.app.serve.auth`), every other request
+must carry it. Every error is JSON ``{"error": {"type", "message"}}``: 400 bad JSON (also nested deeper
+than :data:`~sam3agent.app.serve.request_body.MAX_JSON_DEPTH`) / an unknown field or a wrong type /
+missing query / both ``image`` and ``image_path``, 401 missing or wrong API key, 403 path refused, 404 no
+such file or route, 408 body not received in time, 413 body, image or pixel count over the limits, 415
+unsupported content type, 422 undecodable image, 502 LLM backend failure (the endpoint named), 504 request
+timeout.
 All requests share one agent (and so one engine, whose worker batches concurrent SAM 3 calls).
 """
 
@@ -24,13 +26,12 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
-import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
@@ -38,20 +39,25 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Message
 
-from sam3agent.parsing import json_nesting_problem
-from sam3agent.serve.auth import ApiKeyMiddleware, check_api_key
-from sam3agent.serve.common import (
+from sam3agent.app.serve.auth import ApiKeyMiddleware, check_api_key
+from sam3agent.app.serve.common import (
     ServeError,
     ServeLimits,
     bad_request,
     decode_image,
     load_and_run,
     load_image,
-    package_versions,
-    png_bytes,
     read_image_file,
+    server_versions,
 )
-from sam3core.image import ImageHandle
+from sam3agent.app.serve.request_body import (
+    NO_IMAGE,
+    SegmentRequest,
+    parse_flag,
+    parse_form_fields,
+    parse_json_body,
+)
+from sam3core.image import ImageHandle, png_bytes
 
 if TYPE_CHECKING:
     from sam3agent.agent import Agent
@@ -59,11 +65,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _FORM_OVERHEAD = 64 * 1024  # multipart boundaries, headers and small fields on top of the image
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-_BOTH_IMAGES = "send either image or image_path, not both"
-MAX_JSON_DEPTH = 16  # the body is a flat object; anything deeper is refused before json.loads recurses
-_MAX_JSON_TOKENS = 10_000  # brackets and strings one body may contain (a flat request has a dozen)
 
 
 def create_app(agent: Agent, limits: ServeLimits, *, info: Mapping[str, Any] | None = None,
@@ -75,7 +76,7 @@ def create_app(agent: Agent, limits: ServeLimits, *, info: Mapping[str, Any] | N
         limits: Upload, pixel, time and file-path limits.
         info: Extra JSON-safe facts for ``GET /v1/info`` (e.g. ``{"llm": {...}, "sam3": "facebook/sam3"}``).
         api_key: The key every request but ``GET /healthz`` must send (``Authorization: Bearer KEY`` or
-            ``X-API-Key: KEY``); ``None``: no key (loopback only, see :mod:`sam3agent.serve.auth`).
+            ``X-API-Key: KEY``); ``None``: no key (loopback only, see :mod:`sam3agent.app.serve.auth`).
 
     Returns:
         The ASGI app; serve it with uvicorn (``sam3agent serve http`` does).
@@ -141,7 +142,7 @@ class _Api:
             engine_info["stats"] = dataclasses.asdict(stats)
         payload = {
             "service": "sam3agent",
-            "versions": package_versions(),
+            "versions": server_versions(),
             "llm": {"name": self.agent.llm.name},
             "engine": engine_info,
             "config": self.agent.config.model_dump(mode="json"),
@@ -155,10 +156,10 @@ class _Api:
     async def segment(self, request: Request) -> JSONResponse:
         """``POST /v1/segment``: run the agent on one image (see the module docs)."""
         try:
-            loader, query, overlay = await self._parse(request)
-            steps = _flag(request.query_params.get("steps"), "steps")
-            overlay = overlay or _flag(request.query_params.get("overlay"), "overlay")
-            result = await load_and_run(self.agent, loader, query, self.limits.request_timeout_s,
+            loader, fields = await self._parse(request)
+            steps = parse_flag(request.query_params.get("steps"), "steps")
+            overlay = fields.overlay or parse_flag(request.query_params.get("overlay"), "overlay")
+            result = await load_and_run(self.agent, loader, fields.query, self.limits.request_timeout_s,
                                         timeout_option=self.limits.option("request_timeout"))
         except ServeError as e:
             logger.info("POST /v1/segment -> %d %s: %s", e.status, e.kind, e.message)
@@ -168,8 +169,8 @@ class _Api:
             payload["overlay_png"] = base64.b64encode(png_bytes(result.overlay())).decode("ascii")
         return JSONResponse(payload)
 
-    async def _parse(self, request: Request) -> tuple[Callable[[], ImageHandle], object, bool]:
-        """The image loader, the query and the overlay flag of a segment request."""
+    async def _parse(self, request: Request) -> tuple[Callable[[], ImageHandle], SegmentRequest]:
+        """The image loader and the validated fields of a segment request."""
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind not in ("application/json", "multipart/form-data"):
             raise ServeError(415, "unsupported_media_type",
@@ -177,7 +178,8 @@ class _Api:
                              "file and a query field) or application/json ({\"image\": base64, \"query\": ...})")
         body = await self._read_body(request)
         if kind == "application/json":
-            return self._parse_json(body)
+            fields = parse_json_body(body)
+            return self._loader(fields), fields
         return await self._parse_form(request, body)
 
     async def _read_body(self, request: Request) -> bytes:
@@ -202,23 +204,7 @@ class _Api:
                           f"the request body is at least {size / 2**20:.2f} MB; this server accepts images up to "
                           f"{self.limits.max_upload_bytes / 2**20:.2f} MB ({self.limits.option('max_upload')})")
 
-    def _parse_json(self, body: bytes) -> tuple[Callable[[], ImageHandle], object, bool]:
-        check_json_depth(body)
-        try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise bad_request(f"the body is not valid JSON: {e}") from e
-        if not isinstance(data, dict):
-            raise bad_request('the JSON body must be an object: {"image": base64, "query": "..."}')
-        unknown = sorted(set(data) - {"image", "image_path", "query", "overlay"})
-        if unknown:
-            raise bad_request(f"unknown field(s) {unknown}; expected image or image_path, query, overlay")
-        overlay = data.get("overlay", False)
-        if not isinstance(overlay, bool):
-            raise bad_request("overlay must be true or false")
-        return self._loader(data.get("image"), data.get("image_path")), data.get("query"), overlay
-
-    async def _parse_form(self, request: Request, body: bytes) -> tuple[Callable[[], ImageHandle], object, bool]:
+    async def _parse_form(self, request: Request, body: bytes) -> tuple[Callable[[], ImageHandle], SegmentRequest]:
         async def replay() -> Message:
             return {"type": "http.request", "body": body, "more_body": False}
 
@@ -226,61 +212,34 @@ class _Api:
             form = await Request(request.scope, replay).form(max_files=1, max_fields=8, max_part_size=self.max_body)
         except HTTPException as e:
             raise bad_request(f"cannot parse the multipart form: {e.detail}") from e
-        image = form.get("image")
-        query = form.get("query")
-        overlay = _flag(_text(form.get("overlay")), "overlay")
-        if isinstance(image, UploadFile):
-            if form.get("image_path") is not None:
-                await form.close()
-                raise bad_request(_BOTH_IMAGES)
-            data = await image.read()
+        try:
+            image = form.get("image")
+            upload = image if isinstance(image, UploadFile) else None
+            names = [n for n in SegmentRequest.model_fields if not (n == "image" and upload is not None)]
+            fields = parse_form_fields(_texts(form, names), upload=upload is not None)
+            if upload is None:
+                return self._loader(fields), fields
+            data = await upload.read()
+        finally:
             await form.close()
-            name = image.filename or "<upload>"
-            return functools.partial(decode_image, data, self.limits, name), _text(query), overlay
-        return self._loader(_text(image), _text(form.get("image_path"))), _text(query), overlay
+        return functools.partial(decode_image, data, self.limits, upload.filename or "<upload>"), fields
 
-    def _loader(self, image: object, image_path: object) -> Callable[[], ImageHandle]:
-        if image is not None and image_path is not None:
-            raise bad_request(_BOTH_IMAGES)
-        if image_path is not None:
-            if not isinstance(image_path, str) or not image_path:
-                raise bad_request("image_path must be a non-empty string")
-            return functools.partial(read_image_file, image_path, self.limits)
-        if image is None:
-            raise bad_request("image is required: a file field (multipart), or base64 / a data URL (JSON)")
-        if not isinstance(image, str):
-            raise bad_request("image must be a string: base64 image bytes or a data URL")
-        return functools.partial(load_image, image, self.limits, allow_paths=False)
+    def _loader(self, fields: SegmentRequest) -> Callable[[], ImageHandle]:
+        """Read ``image_path`` inside the allowed roots, or decode ``image`` (never read as a path)."""
+        if fields.image_path is not None:
+            return functools.partial(read_image_file, fields.image_path, self.limits)
+        if fields.image is None:  # SegmentRequest refuses a body without an image; kept for the type checker
+            raise bad_request(NO_IMAGE)
+        return functools.partial(load_image, fields.image, self.limits, allow_paths=False)
 
 
-def check_json_depth(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> None:
-    """Refuse a JSON body nested deeper than ``max_depth`` before it is parsed.
-
-    Raises:
-        ServeError: 400 when the body nests deeper than ``max_depth`` or has more than
-            ``_MAX_JSON_TOKENS`` brackets and strings (see :func:`sam3agent.parsing.json_nesting_problem`).
-    """
-    problem = json_nesting_problem(body, max_depth, max_tokens=_MAX_JSON_TOKENS)
-    if problem == "depth":
-        raise bad_request(f"the JSON body is nested more than {max_depth} levels deep; "
-                          'send a flat object {"image": base64, "query": "..."}')
-    if problem == "tokens":
-        raise bad_request(f"the JSON body has more than {_MAX_JSON_TOKENS} brackets and strings; "
-                          'send a flat object {"image": base64, "query": "..."}')
-
-
-def _text(value: object) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    raise bad_request("expected a text field, got a file")
-
-
-def _flag(value: str | None, name: str) -> bool:
-    if value is None:
-        return False
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise bad_request(f"{name} must be 1/true or 0/false, got {value!r}")
+def _texts(form: FormData, names: Sequence[str]) -> dict[str, str]:
+    """The form's text values of the fields ``names`` that it has (a file part there is a 400)."""
+    texts = {}
+    for name in names:
+        value = form.get(name)
+        if isinstance(value, UploadFile):
+            raise bad_request(f"{name} must be a text field, not a file")
+        if value is not None:
+            texts[name] = value
+    return texts
