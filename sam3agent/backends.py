@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from sam3agent.config import AgentConfig
     from sam3agent.llm.base import LLM
     from sam3core.engine import Sam3Engine
+    from sam3core.tracker import Sam3Tracker
 
 DEFAULT_BASE_URL = "http://localhost:8000/v1"
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -77,6 +78,9 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
                           f"default {DEFAULT_SAM3})")
     sam.add_argument("--device", default=None, help=f"cuda or cpu (env {ENV['device']}; default: cuda if available)")
     sam.add_argument("--dtype", default=None, help="bfloat16 / float16 / float32 (default: bf16 on cuda)")
+    sam.add_argument("--sam3-tracker", default=None, metavar="PATH_OR_ID",
+                     help="SAM 3 tracker weights for --tools segment_at: hub id or a directory written by "
+                          "Sam3TrackerModel.save_pretrained (default: the --sam3 source; facebook/sam3 holds them)")
     agent = parser.add_argument_group("agent")
     agent.add_argument("--protocol", choices=["text", "native"], default=None,
                        help="tool-call protocol: text <tool> blocks (default, any model) or native tool_calls")
@@ -98,6 +102,10 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     agent.add_argument("--overlap-iom", type=_overlap, default=None, metavar="T|off",
                        help="drop a mask whose overlap covers more than T of the smaller of it and a "
                             "higher-scoring mask (default 0.3); off keeps overlapping masks")
+    agent.add_argument("--tools", type=tool_list, default=None, metavar="NAME[,NAME]",
+                       help="extra tools for the model, off by default: segment_like (find every object like a "
+                            "current mask, SAM 3's exemplar prompt), segment_at (one object at pixel coordinates the "
+                            "model gives; also loads SAM 3's tracker, see --sam3-tracker)")
 
 
 def _unit_interval(text: str) -> float:
@@ -113,6 +121,16 @@ def _unit_interval(text: str) -> float:
 def _overlap(text: str) -> float | str:
     """argparse type of ``--overlap-iom``: a number in [0, 1], or ``off``."""
     return "off" if text.strip().lower() == "off" else _unit_interval(text)
+
+
+def tool_list(text: str) -> tuple[str, ...]:
+    """argparse type of ``--tools``: comma-separated extra tool names (``""``: none)."""
+    from sam3agent.tools import canonical_extras
+
+    try:
+        return canonical_extras(part.strip() for part in text.split(",") if part.strip())
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def positive_int(text: str) -> int:
@@ -141,6 +159,8 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
     for name in ("score_threshold", "max_masks"):
         if getattr(args, name, None) is not None:
             overrides[name] = getattr(args, name)
+    if getattr(args, "tools", None):
+        overrides["tools"] = args.tools
     overlap = getattr(args, "overlap_iom", None)
     if overlap is not None:
         overrides["overlap_iom"] = None if overlap == "off" else overlap
@@ -250,10 +270,24 @@ def sam3_source(args: argparse.Namespace) -> str:
     return args.sam3 or _env("sam3", DEFAULT_SAM3) or DEFAULT_SAM3
 
 
-def build_engine(args: argparse.Namespace, **kwargs: Any) -> Sam3Engine:
-    """Load SAM 3 as the options say (raises ``Sam3LoadError`` naming the fix)."""
+def build_engine(args: argparse.Namespace, **kwargs: Any) -> Sam3Engine | Sam3Tracker:
+    """Load SAM 3 as the options say (raises ``Sam3LoadError`` naming the fix).
+
+    With ``--tools segment_at`` the engine comes wrapped in a :class:`sam3core.tracker.Sam3Tracker`
+    (SAM 3's tracker from ``--sam3-tracker``, default the ``--sam3`` source, sharing the engine's
+    ViT trunk), which stands in for the engine everywhere and also segments at points and boxes.
+    """
     from sam3core.engine import Sam3Engine
 
     configure_progress_bars(args)
-    return Sam3Engine.from_pretrained(sam3_source(args), device=args.device or _env("device", None),
-                                      dtype=args.dtype, **kwargs)
+    engine = Sam3Engine.from_pretrained(sam3_source(args), device=args.device or _env("device", None),
+                                        dtype=args.dtype, **kwargs)
+    if "segment_at" not in (getattr(args, "tools", None) or ()):
+        return engine
+    from sam3core.tracker import Sam3Tracker
+
+    try:
+        return Sam3Tracker.from_pretrained(getattr(args, "sam3_tracker", None) or sam3_source(args), engine)
+    except BaseException:
+        engine.close()
+        raise

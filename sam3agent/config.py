@@ -10,9 +10,19 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    computed_field,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from sam3agent.llm.base import SamplingConfig
+from sam3agent.tools import ExtraTool, canonical_extras
 
 if TYPE_CHECKING:
     from sam3agent.prompts import Prompts
@@ -100,6 +110,13 @@ class AgentConfig(BaseModel):
             placeholders are filled: a ``$`` stays a ``$``). Wins over ``prompt_dir``'s system
             templates. With the text protocol the file must describe the tools itself.
         verify_prompt_file: Likewise for the verification system prompt.
+        tools: Extra tools offered to the model besides the paper's four (see
+            :data:`sam3agent.tools.EXTRA_TOOLS`): ``"segment_like"`` (segmentation by example: a
+            current mask's box becomes SAM 3's exemplar prompt) and ``"segment_at"`` (one object at
+            pixel coordinates the model gives; the engine must segment at points and boxes, e.g. a
+            :class:`sam3core.tracker.Sam3Tracker`). Empty by default and in the ``paper`` preset.
+            Stored once each, in that canonical order; left out of ``model_dump()`` while empty, so
+            recorded settings of runs without extra tools stay as they were.
 
     ``prompt_version`` (a hash of the templates in use) is derived, not set: it appears in
     ``model_dump()`` and is accepted but ignored on input, with a warning when a recorded
@@ -134,6 +151,23 @@ class AgentConfig(BaseModel):
     prompt_dir: Path | None = None
     system_prompt_file: Path | None = None
     verify_prompt_file: Path | None = None
+    tools: tuple[ExtraTool, ...] = ()
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _canonical_tools(cls, value: object) -> object:
+        if isinstance(value, str):  # "segment_like,segment_at", as on a command line
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return canonical_extras(str(v) for v in value)
+        return value
+
+    @model_serializer(mode="wrap")
+    def _dump_without_default_tools(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        data = handler(self)
+        if not self.tools:  # settings recorded before the extra tools existed stay byte-identical
+            data.pop("tools", None)
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -144,7 +178,8 @@ class AgentConfig(BaseModel):
             from sam3agent.prompts import load_prompts
 
             current = load_prompts(data.get("prompt_dir"), system_file=data.get("system_prompt_file"),
-                                   verify_file=data.get("verify_prompt_file")).version
+                                   verify_file=data.get("verify_prompt_file"),
+                                   tools=cls._canonical_tools(data.get("tools") or ())).version
             if recorded != current:
                 logger.warning("config recorded with prompt version %s; the templates in use are %s",
                                recorded, current)
@@ -173,7 +208,8 @@ class AgentConfig(BaseModel):
         """
         from sam3agent.prompts import load_prompts
 
-        return load_prompts(self.prompt_dir, system_file=self.system_prompt_file, verify_file=self.verify_prompt_file)
+        return load_prompts(self.prompt_dir, system_file=self.system_prompt_file, verify_file=self.verify_prompt_file,
+                            tools=self.tools)
 
     @property
     def effective_verify_sampling(self) -> SamplingConfig:

@@ -7,7 +7,8 @@ Main-loop requests follow the SAM 3 Agent's context engineering (as its paper de
   sent (the window starts at the assistant message that made that call, so a native tool call,
   its tool messages and the user image message that follows are kept or dropped together);
 * only the image of the *current* masks is kept; older images in the window become a short note;
-* when earlier phrases were pruned, a memory line lists every phrase tried so far.
+* when earlier phrases were pruned, a memory line lists every phrase tried so far (and every run of
+  an extra tool, see :meth:`~sam3agent.state.AgentState.memory_text`).
 
 So a main-loop request never holds more than two images. Verification requests are separate,
 short conversations of their own with three images.
@@ -37,21 +38,20 @@ def build_request(state: AgentState) -> LLMRequest:
     window = state.history[state.window_start :]
     messages = [state.system, state.first_user]
     removed_note = state.prompts.feedback("image_removed")
-    memory_pending = len(state.tried_phrases) > 1
+    memory = state.memory_text()
     for msg in window:
         content: list[Part] = [
             TextPart(removed_note) if isinstance(p, ImagePart) and p is not state.marks_image else p
             for p in msg.content
         ]
-        if memory_pending and msg.role != "assistant":
-            tried = ", ".join(f'"{p}"' for p in state.tried_phrases)
-            content.insert(0, TextPart(state.prompts.feedback("memory", tried=tried)))
-            memory_pending = False
+        if memory is not None and msg.role != "assistant":
+            content.insert(0, TextPart(memory))
+            memory = None
         messages.append(replace(msg, content=content))
     request = LLMRequest(
         messages=messages,
         sampling=state.config.sampling,
-        tools=openai_tools() if state.config.protocol == "native" else None,
+        tools=openai_tools(state.config.tools) if state.config.protocol == "native" else None,
         purpose="main",
     )
     if len(request.images) > MAX_MAIN_IMAGES:

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from sam3agent.llm.base import Completion
-from sam3agent.tools import TOOLS
+from sam3agent.tools import offered_tools
 
 FailureKind = Literal[
     "parse_error",  # no usable JSON in the tool block
@@ -36,6 +36,7 @@ FailureKind = Literal[
     "unknown_tool",  # a tool name that does not exist
     "invalid_arguments",  # parameters that do not fit the tool's schema
     "bad_ids",  # mask numbers that are out of range, duplicated or empty
+    "bad_coordinates",  # segment_at coordinates outside the image
     "reused_phrase",  # segment_phrase with a phrase already tried
     "no_masks",  # examine/select while there are no current masks
     "already_examined",  # examine_each_mask when every current mask was already examined
@@ -88,7 +89,7 @@ class ParsedCall:
     """A validated tool call.
 
     Attributes:
-        name: The tool's name (a key of :data:`sam3agent.tools.TOOLS`).
+        name: The tool's name (a paper tool of :data:`sam3agent.tools.TOOLS`, or an extra tool that is on).
         args: The validated arguments (an instance of the tool's args model).
         call_id: The native tool-call id, or ``None`` in the text protocol.
         notes: Model-facing remarks about tolerated deviations (e.g. several calls made).
@@ -131,23 +132,30 @@ def through_first_call(text: str) -> str:
     return text if match is None else text[: match.end()]
 
 
-def parse_completion(completion: Completion, protocol: Literal["text", "native"]) -> ParsedCall:
+def parse_completion(completion: Completion, protocol: Literal["text", "native"],
+                     tools: tuple[str, ...] = ()) -> ParsedCall:
     """Parse a reply with the given protocol.
+
+    Args:
+        completion: The model's reply.
+        protocol: ``"text"`` or ``"native"``.
+        tools: Extra tools that are on (``AgentConfig.tools``); any other extra tool is unknown.
 
     Raises:
         ParseError: The reply is not one valid tool call (see the module docstring).
     """
     if protocol == "native":
-        return parse_native(completion)
-    return parse_text(completion.text, truncated=completion.finish_reason == "length")
+        return parse_native(completion, tools)
+    return parse_text(completion.text, truncated=completion.finish_reason == "length", tools=tools)
 
 
-def parse_text(text: str, *, truncated: bool = False) -> ParsedCall:
+def parse_text(text: str, *, truncated: bool = False, tools: tuple[str, ...] = ()) -> ParsedCall:
     """Parse a text-protocol reply.
 
     Args:
         text: The raw reply.
         truncated: Whether the backend stopped at the token limit (improves the feedback).
+        tools: Extra tools that are on, besides the paper's four.
 
     Raises:
         ParseError: With kind ``no_tool_call``, ``parse_error``, ``unknown_tool`` or
@@ -166,7 +174,7 @@ def parse_text(text: str, *, truncated: bool = False) -> ParsedCall:
     params = obj.get("parameters", obj.get("arguments", {}))
     if isinstance(params, str):
         params = _loads_params(params, None)
-    call = validate_call(obj["name"], params, None)
+    call = validate_call(obj["name"], params, None, tools)
     if len(blocks) > 1:
         note = (f"You made {len(blocks)} tool calls in one reply; only the first ({call.name}) was run. "
                 "Make exactly one call per reply.")
@@ -174,20 +182,20 @@ def parse_text(text: str, *, truncated: bool = False) -> ParsedCall:
     return call
 
 
-def parse_native(completion: Completion) -> ParsedCall:
+def parse_native(completion: Completion, tools: tuple[str, ...] = ()) -> ParsedCall:
     """Parse a native-protocol reply (the first of its ``tool_calls``).
 
     A reply without ``tool_calls`` is parsed as text, so a model that writes ``<tool>`` blocks
-    in native mode still works.
+    in native mode still works. ``tools``: extra tools that are on, besides the paper's four.
 
     Raises:
         ParseError: As :func:`parse_text`; ``call_id`` is set when the error belongs to a call.
     """
     if not completion.tool_calls:
-        return parse_text(completion.text, truncated=completion.finish_reason == "length")
+        return parse_text(completion.text, truncated=completion.finish_reason == "length", tools=tools)
     first = completion.tool_calls[0]
     params = _loads_params(first.arguments, first.id)
-    call = validate_call(first.name, params, first.id)
+    call = validate_call(first.name, params, first.id, tools)
     if len(completion.tool_calls) > 1:
         note = (f"You made {len(completion.tool_calls)} tool calls at once; only the first ({call.name}) was "
                 "run. Make exactly one call per reply.")
@@ -195,16 +203,23 @@ def parse_native(completion: Completion) -> ParsedCall:
     return call
 
 
-def validate_call(name: str, params: object, call_id: str | None) -> ParsedCall:
-    """Check a tool name and its parameters against the tool definitions.
+def validate_call(name: str, params: object, call_id: str | None, tools: tuple[str, ...] = ()) -> ParsedCall:
+    """Check a tool name and its parameters against the definitions of the offered tools.
+
+    Args:
+        name: The tool name the model wrote.
+        params: Its parameters, decoded.
+        call_id: The native call id, if any.
+        tools: Extra tools that are on (an extra tool that is off is unknown, as before it existed).
 
     Raises:
         ParseError: ``unknown_tool`` or ``invalid_arguments``.
     """
     name = name.strip()
-    spec = TOOLS.get(name)
+    offered = offered_tools(tools)
+    spec = offered.get(name)
     if spec is None:
-        known = ", ".join(TOOLS)
+        known = ", ".join(offered)
         detail = f"there is no tool named {name!r}; the tools are: {known}"
         raise ParseError("unknown_tool", detail, call_id=call_id)
     if params is None:
@@ -333,7 +348,9 @@ def _describe(error: ValidationError) -> str:
     parts = []
     for err in error.errors():
         where = ".".join(str(p) for p in err["loc"]) or "parameters"
-        if err["type"] == "extra_forbidden":
+        if not err["loc"] and err["type"] == "value_error":  # a check across parameters (segment_at's)
+            parts.append(str(err["msg"]).removeprefix("Value error, "))
+        elif err["type"] == "extra_forbidden":
             parts.append(f"unexpected parameter {where!r}")
         elif err["type"] == "missing":
             parts.append(f"missing parameter {where!r}")

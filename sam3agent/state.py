@@ -16,6 +16,7 @@ from typing import Literal
 import supervision as sv
 
 from sam3agent.config import AgentConfig
+from sam3agent.events import EventSink
 from sam3agent.llm.base import ImagePart, Message, Usage
 from sam3agent.parsing import FailureKind
 from sam3agent.prompts import Prompts
@@ -98,9 +99,13 @@ class AgentState:
         marks_image: The encoded image showing the current masks (``None`` when there are none).
         verified: Per current mask, whether examine_each_mask already checked it.
         tried_phrases: Phrases run through ``segment_phrase``, as the model wrote them.
+        tried_visual: Runs of the extra tools (``segment_like``, ``segment_at``), each as
+            ``(phrases tried before it, description)``, e.g. ``(1, 'like mask 2 of "cookie"')``;
+            with :attr:`tried_phrases` they give the order of every try (:meth:`tried`).
         steps: One record per main-loop LLM call.
         failures: Count of model mistakes by kind.
         images: Every image the model was sent (main loop and verification), by digest.
+        events: Where the run's events go (see :mod:`sam3agent.events`); the default drops them.
     """
 
     handle: ImageHandle
@@ -116,6 +121,7 @@ class AgentState:
     marks_image: ImagePart | None = None
     verified: list[bool] = field(default_factory=list)
     tried_phrases: list[str] = field(default_factory=list)
+    tried_visual: list[tuple[int, str]] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     failures: Counter[str] = field(default_factory=Counter)
     images: dict[str, ImagePart] = field(default_factory=dict)
@@ -131,6 +137,7 @@ class AgentState:
     reason: str = ""
     final_text: str = ""
     answer: sv.Detections | None = None
+    events: EventSink = field(default_factory=EventSink)
 
     @property
     def finished(self) -> bool:
@@ -146,6 +153,36 @@ class AgentState:
         """Whether a phrase (after normalisation) was already run."""
         key = normalize_phrase(phrase)
         return any(normalize_phrase(p) == key for p in self.tried_phrases)
+
+    def record_visual_try(self, description: str) -> None:
+        """Remember a run of an extra tool (``description`` is model-facing, e.g. ``the object at (120, 80)``)."""
+        self.tried_visual.append((len(self.tried_phrases), description))
+
+    def tried(self) -> list[str]:
+        """Every segmentation tried so far, in order: phrases quoted, extra-tool runs described."""
+        out: list[str] = []
+        visual = iter(self.tried_visual)
+        pending = next(visual, None)
+        for i, phrase in enumerate([*self.tried_phrases, None]):
+            while pending is not None and pending[0] <= i:
+                out.append(pending[1])
+                pending = next(visual, None)
+            if phrase is not None:
+                out.append(f'"{phrase}"')
+        return out
+
+    def memory_text(self) -> str | None:
+        """The memory line sent once the window has pruned earlier tries (``None`` with one try or none).
+
+        With phrases only it is the ``[memory]`` feedback listing them; once an extra tool ran, the
+        ``[memory_tried]`` text of ``extra_tools.txt`` listing every try in order.
+        """
+        tried = self.tried()
+        if len(tried) < 2:
+            return None
+        if not self.tried_visual:
+            return self.prompts.feedback("memory", tried=", ".join(tried))
+        return self.prompts.tool_text("memory_tried", tried=", ".join(tried))
 
     def see(self, images: Sequence[ImagePart]) -> None:
         """Remember images that were sent to the model (kept as bytes until ``save``)."""

@@ -21,10 +21,11 @@ own predicted boxes in transformers' continuous convention (x2/y2 are right/bott
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -279,6 +280,10 @@ class Sam3Engine:
     def clear_cache(self) -> None:
         """Drop all cached image and text features."""
         self.runner.clear()
+
+    def run_on_worker(self, fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
+        """Run ``fn`` on the thread that owns the model and its caches (e.g. a tracker reading them)."""
+        return self._worker.call(fn)
 
     # ---------------------------------------------------------------- validation
     def _prompts(self, handle: ImageHandle, phrases: str | Sequence[str] | None,

@@ -91,7 +91,33 @@ class ModelRunner:
         self.images: LRUCache[tuple[Any, ...]] = LRUCache(cache_bytes, _tensor_bytes)
         self.texts: LRUCache[tuple[Any, Any]] = LRUCache(text_cache_bytes, _tensor_bytes)
         self._pos_enc: dict[tuple, tuple[Any, ...]] = {}
+        self.trunks: LRUCache[Any] | None = None  # ViT trunk outputs, kept only for a tracker (keep_trunks)
         self.stats = EngineStats(image_cache=self.images.stats, text_cache=self.texts.stats)
+
+    def keep_trunks(self, budget_bytes: int) -> None:
+        """Also keep each newly encoded image's ViT trunk output, within ``budget_bytes``.
+
+        SAM 3's tracker (:class:`sam3core.tracker.Sam3Tracker`) reads the same ViT trunk through
+        a neck of its own, so keeping the trunk output lets it skip the ViT for images the
+        detector already encoded. Off until called (no memory is spent on it otherwise); a second
+        call keeps the first budget.
+        """
+        if self.trunks is None:
+            self.trunks = LRUCache(budget_bytes, _tensor_bytes)
+
+    def trunk_features(self, handle: ImageHandle) -> Any:
+        """The image's ViT trunk output ``(1, H/14 * W/14, hidden)`` (tokens row-major), from the cache
+        or one vision-encoder pass (which fills the detector's feature cache as well).
+
+        Raises:
+            RuntimeError: If :meth:`keep_trunks` was not called.
+        """
+        if self.trunks is None:
+            raise RuntimeError("trunk outputs are not kept; call keep_trunks() first")
+        trunk = self.trunks.get(handle.digest)
+        if trunk is None:
+            _, trunk = self._encode(handle)
+        return trunk
 
     def forward(self, items: Sequence[tuple[ImageHandle, Sequence[Prompt]]]) -> Any:
         """One detector forward over every prompt of every image; batch row ``i`` is the ``i``-th prompt.
@@ -149,18 +175,26 @@ class ModelRunner:
         """The image's FPN features and position encodings, from the cache or one ViT pass."""
         levels = self.images.get(handle.digest)
         if levels is None:
-            pixels = self.processor.image_processor(images=handle.image, return_tensors="pt").pixel_values
-            out = self.model.get_vision_features(pixel_values=pixels.to(self.device, self.dtype))
-            self.stats.vision_encoder_runs += 1
-            levels = tuple(t.detach() for t in out.fpn_hidden_states)
-            key = tuple((tuple(t.shape), str(t.dtype)) for t in levels)
-            # The FPN position encodings depend only on the feature shapes, not on the image:
-            # keep one copy instead of one per cached image (halves the cache's footprint).
-            self._pos_enc.setdefault(key, tuple(t.detach() for t in out.fpn_position_encoding))
-            self.images.put(handle.digest, levels)
-            logger.debug("encoded image %s (%dx%d)", handle.digest[:12], handle.width, handle.height)
+            levels, _ = self._encode(handle)
         key = tuple((tuple(t.shape), str(t.dtype)) for t in levels)
         return levels, self._pos_enc[key]
+
+    def _encode(self, handle: ImageHandle) -> tuple[tuple[Any, ...], Any]:
+        """One vision-encoder pass: cache the FPN levels (and the trunk output when kept); return both."""
+        pixels = self.processor.image_processor(images=handle.image, return_tensors="pt").pixel_values
+        out = self.model.get_vision_features(pixel_values=pixels.to(self.device, self.dtype))
+        self.stats.vision_encoder_runs += 1
+        levels = tuple(t.detach() for t in out.fpn_hidden_states)
+        key = tuple((tuple(t.shape), str(t.dtype)) for t in levels)
+        # The FPN position encodings depend only on the feature shapes, not on the image:
+        # keep one copy instead of one per cached image (halves the cache's footprint).
+        self._pos_enc.setdefault(key, tuple(t.detach() for t in out.fpn_position_encoding))
+        self.images.put(handle.digest, levels)
+        trunk = out.last_hidden_state.detach()
+        if self.trunks is not None:
+            self.trunks.put(handle.digest, trunk)
+        logger.debug("encoded image %s (%dx%d)", handle.digest[:12], handle.width, handle.height)
+        return levels, trunk
 
     def text_features(self, texts: list[str]) -> tuple[Any, Any]:
         """Text embeddings and attention masks of ``texts`` (one text-encoder pass for the uncached ones)."""
@@ -204,6 +238,8 @@ class ModelRunner:
         """Drop all cached image and text features."""
         self.images.clear()
         self.texts.clear()
+        if self.trunks is not None:
+            self.trunks.clear()
 
 
 def geometry_prompt_token(model: Any, levels: Sequence[Any], positions: Sequence[Any]) -> Any:

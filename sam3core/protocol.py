@@ -1,8 +1,10 @@
-"""The engine interface the agent and the evals program against.
+"""The engine interfaces the agent and the evals program against.
 
 Both the real :class:`sam3core.engine.Sam3Engine` and :class:`sam3core.testing.FakeEngine`
 satisfy :class:`SegmentEngine`, so agent and eval tests can use masks whose expected scores can
-be computed by hand.
+be computed by hand. :class:`PointPromptEngine` is the optional second interface, segmentation
+of one object at points or a box (the agent's ``segment_at`` tool needs it): the fake engine and
+:class:`sam3core.tracker.Sam3Tracker` (SAM 3's tracker wrapped around a ``Sam3Engine``) have it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import supervision as sv
 from sam3core.image import ImageHandle, ImageInput
 
 Box = Sequence[float]  # (x1, y1, x2, y2) in pixels of the original (oriented) image
+Point = Sequence[float]  # (x, y) in pixels of the original (oriented) image, x right, y down
 
 
 @runtime_checkable
@@ -83,4 +86,55 @@ class SegmentEngine(Protocol):
 
     async def asegment(self, image, phrases, **kwargs):  # type: ignore[no-untyped-def]
         """Async twin of :meth:`segment`; never blocks the event loop."""
+        ...
+
+
+@runtime_checkable
+class PointPromptEngine(Protocol):
+    """Visual-prompt segmentation: points and/or a box on an image in, one object's mask out.
+
+    Coordinates are pixels of the original, EXIF-oriented image (x right, y down), as SAM's own
+    predictors take them: a point ``(x, y)``; a box ``(x1, y1, x2, y2)`` with ``x2 > x1``,
+    ``y2 > y1``, its left, top, right and bottom edges. Points are labelled 1 (on the object,
+    the default) or 0 (not on it).
+
+    The result is an ``sv.Detections`` of at most one detection, in the :class:`SegmentEngine`
+    layout: ``xyxy`` (N, 4) float32 inclusive pixel corners of the mask, ``mask`` (N, H, W) bool
+    at the original resolution, ``confidence`` (N,) float32 (the model's own estimate of the
+    mask's quality), ``data["phrase"]`` (N,) str (empty) and ``data["predicted_xyxy"]`` (N, 4)
+    float32 (the mask's box in the continuous convention). A prompt that yields an empty mask
+    gives an empty result (N = 0).
+    """
+
+    def prepare(self, image: ImageInput) -> ImageHandle:
+        """Decode and fingerprint an image once (see :func:`sam3core.image.prepare_image`)."""
+        ...
+
+    def segment_at(
+        self,
+        image: ImageInput,
+        *,
+        points: Sequence[Point] | None = None,
+        point_labels: Sequence[int] | None = None,
+        box: Box | None = None,
+        mask_threshold: float = 0.5,
+    ) -> sv.Detections:
+        """Segment the one object at ``points`` and/or inside ``box``.
+
+        Raises:
+            ValueError: No prompt, malformed or non-finite coordinates, an inverted box, a box or
+                point outside the image, or labels that do not match the points.
+        """
+        ...
+
+    async def asegment_at(
+        self,
+        image: ImageInput,
+        *,
+        points: Sequence[Point] | None = None,
+        point_labels: Sequence[int] | None = None,
+        box: Box | None = None,
+        mask_threshold: float = 0.5,
+    ) -> sv.Detections:
+        """Async twin of :meth:`segment_at`; never blocks the event loop."""
         ...

@@ -20,9 +20,12 @@ __all__ = [
     "FakeEngine",
     "build_processor",
     "build_random_sam3",
+    "build_random_sam3_tracker",
     "build_tokenizer",
     "sam3_config",
+    "sam3_tracker_config",
     "save_random_sam3",
+    "save_random_sam3_tracker",
     "save_tiny_sam3",
 ]
 
@@ -168,3 +171,86 @@ def save_random_sam3(directory: str | Path, size: Size = "tiny", *, seed: int = 
 def save_tiny_sam3(directory: str | Path, *, seed: int = 0) -> Path:
     """Save the tiny random SAM 3 (see :func:`save_random_sam3`) and return its directory."""
     return save_random_sam3(directory, "tiny", seed=seed)
+
+
+def sam3_tracker_config(size: Size = "tiny", *, detector_config=None):  # type: ignore[no-untyped-def]
+    """A ``Sam3TrackerConfig`` whose ViT trunk is the detector's of the same size.
+
+    Args:
+        size: ``"tiny"`` (hidden size 32, the tiny detector's ViT) or ``"full"`` (the released
+            tracker).
+        detector_config: The ``Sam3Config`` whose vision backbone the tracker's copies (default:
+            :func:`sam3_config` of ``size``); the tracker's neck and heads are its own.
+
+    Returns:
+        A ``transformers.Sam3TrackerConfig`` with every nested config given as an object.
+    """
+    from transformers import (
+        Sam3TrackerConfig,
+        Sam3TrackerMaskDecoderConfig,
+        Sam3TrackerPromptEncoderConfig,
+        Sam3VisionConfig,
+    )
+
+    detector = detector_config or sam3_config(size)
+    vit = detector.vision_config.backbone_config
+    grid = vit.image_size // vit.patch_size
+    vision = Sam3VisionConfig(backbone_config=vit, fpn_hidden_size=detector.vision_config.fpn_hidden_size,
+                              backbone_feature_sizes=[[4 * grid, 4 * grid], [2 * grid, 2 * grid], [grid, grid]])
+    hidden = vision.fpn_hidden_size
+    if size == "full":
+        prompt, decoder = Sam3TrackerPromptEncoderConfig(), Sam3TrackerMaskDecoderConfig()
+    elif size == "tiny":
+        prompt = Sam3TrackerPromptEncoderConfig(hidden_size=hidden, image_size=vit.image_size,
+                                                patch_size=vit.patch_size, mask_input_channels=4)
+        decoder = Sam3TrackerMaskDecoderConfig(hidden_size=hidden, mlp_dim=64, num_attention_heads=2,
+                                               iou_head_hidden_dim=hidden)
+    else:
+        raise ValueError(f"unknown model size {size!r}; use 'tiny' or 'full'")
+    return Sam3TrackerConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
+
+
+def build_random_sam3_tracker(size: Size = "tiny", *, seed: int = 0, detector=None):  # type: ignore[no-untyped-def]
+    """A randomly initialised ``Sam3TrackerModel`` (eval mode, fp32, CPU).
+
+    Args:
+        size: ``"tiny"`` or ``"full"`` (see :func:`sam3_tracker_config`).
+        seed: Seed for the weight initialisation.
+        detector: A ``Sam3Model`` (e.g. from :func:`build_random_sam3`) whose ViT trunk weights
+            the tracker takes, as the released checkpoint's tracker does, so that a
+            :class:`sam3core.tracker.Sam3Tracker` can share the trunk; ``None`` leaves the
+            tracker's trunk random (then it cannot be shared).
+
+    Returns:
+        The model. Its no-memory embedding is drawn at random too (transformers initialises it
+        to zeros), so tests see where it is added.
+    """
+    import torch
+    from transformers import Sam3TrackerModel
+
+    config = sam3_tracker_config(size, detector_config=detector.config if detector is not None else None)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Sam3TrackerModel(config)
+        with torch.no_grad():
+            model.no_memory_embedding.normal_(0.0, 0.02)
+    if detector is not None:
+        model.vision_encoder.backbone.load_state_dict(detector.vision_encoder.backbone.state_dict())
+    return model.eval()
+
+
+def save_random_sam3_tracker(directory: str | Path, size: Size = "tiny", *, seed: int = 0,
+                             detector=None) -> Path:  # type: ignore[no-untyped-def]
+    """Build a random SAM 3 tracker (see :func:`build_random_sam3_tracker`) and ``save_pretrained`` it.
+
+    Pass the ``Sam3Model`` saved with :func:`save_random_sam3` (e.g. loaded back from its
+    directory) as ``detector`` to make the two share one ViT trunk, as the released weights do.
+
+    Returns:
+        The directory as a ``Path`` (``Sam3Tracker.from_pretrained`` loads it offline).
+    """
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    build_random_sam3_tracker(size, seed=seed, detector=detector).save_pretrained(path)
+    logger.info("saved a random %s SAM 3 tracker to %s", size, path)
+    return path

@@ -5,7 +5,8 @@ in a temporary working folder. What a block needs and CI cannot have is stood in
 the docs:
 
 - ``Sam3Engine.from_pretrained(anything)`` loads the tiny random SAM 3 (``sam3core.testing``) on CPU,
-  through the real loading path;
+  through the real loading path; ``Sam3Tracker.from_pretrained(anything, engine)`` builds the tiny random
+  tracker on that engine's ViT trunk (``sam3core.testing.build_random_sam3_tracker``);
 - ``openai.AsyncOpenAI``, which ``OpenAICompatibleLLM`` and the chat example use, is pointed from
   ``http://localhost:8000/v1`` (the docs' vLLM) to a ``ScriptedOpenAIServer`` on 127.0.0.1, whose policy
   plays the MLLM (the self-test's stateless script) and, for requests carrying the ``segment_image``
@@ -109,7 +110,16 @@ def stand_ins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, photos: Path, tin
             base_url = scripted_server.base_url
         real_init(self, *args, base_url=base_url, **kwargs)
 
+    def tiny_tracker(cls: type, source: Any, engine: Any, **kwargs: Any) -> Any:
+        from sam3core.testing import build_random_sam3_tracker
+
+        seen["sam3"].append(str(source))
+        return cls(build_random_sam3_tracker(detector=engine.model), engine, **kwargs)
+
+    from sam3core.tracker import Sam3Tracker
+
     monkeypatch.setattr(Sam3Engine, "from_pretrained", classmethod(tiny_from_pretrained))
+    monkeypatch.setattr(Sam3Tracker, "from_pretrained", classmethod(tiny_tracker))
     monkeypatch.setattr(openai.AsyncOpenAI, "__init__", to_scripted_server)
     cwd = tmp_path / "cwd"
     shutil.copytree(photos, cwd)
