@@ -11,26 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import aclosing
 
-import numpy as np
 import supervision as sv
 from PIL import Image
 from pydantic import BaseModel
 
-from sam3agent import pictures
+from sam3agent import events, many, pictures
 from sam3agent.config import AgentConfig
 from sam3agent.context import append_exchange, build_request
 from sam3agent.examine import examine_masks
-from sam3agent.llm.base import LLM, Completion, ImagePart, LLMBackendError, Message, TextPart
+from sam3agent.llm.base import LLM, Completion, ImagePart, LLMBackendError, LLMRequest, Message, TextPart
+from sam3agent.many import Item, ManyOutcome
 from sam3agent.overlap import remove_overlaps
 from sam3agent.parsing import ParsedCall, ParseError, parse_completion
 from sam3agent.result import AgentResult, Step, Totals, summarize_messages
-from sam3agent.state import AgentState, Outcome, mask_ids, resolve_mask_ids
+from sam3agent.state import AgentState, Outcome, resolve_mask_ids
 from sam3agent.tools import SegmentPhraseArgs, SelectMasksArgs
+from sam3agent.visual_tools import VisualTools, mask_listing
 from sam3core.image import ImageHandle, ImageInput
 from sam3core.postprocess import empty_detections
 from sam3core.protocol import SegmentEngine
@@ -93,6 +96,8 @@ class Agent:
             "select_masks_and_return": self._select_masks,
             "report_no_mask": self._report_no_mask,
         }
+        # the opt-in tools (AgentConfig.tools; none by default): see sam3agent.visual_tools
+        self._transitions.update(VisualTools(engine, self.config, self.prompts).transitions())
 
     def run(self, image: ImageInput, query: str) -> AgentResult:
         """Synchronous :meth:`arun`.
@@ -115,18 +120,44 @@ class Agent:
             query: A referring expression or question about the image.
 
         Returns:
-            The :class:`AgentResult`; model misbehaviour and budgets never raise.
+            The :class:`AgentResult` (:meth:`astream`'s last item); model misbehaviour and budgets never raise.
 
         Raises:
             ValueError: For an unreadable or oversized image, or a query that is empty or not
                 encodable (see :func:`check_query`).
-            LLMBackendError: When the LLM backend fails after its retries.
+            LLMBackendError: When the LLM backend fails after its retries (with a ``partial_result``).
+        """
+        async with aclosing(self.astream(image, query)) as items:
+            async for item in items:
+                if isinstance(item, AgentResult):
+                    return item
+        raise RuntimeError("internal error: Agent.astream ended without a result")
+
+    async def astream(self, image: ImageInput, query: str) -> AsyncIterator[events.AgentEvent | AgentResult]:
+        """Segment what ``query`` describes in ``image``, yielding the run's events as they happen.
+
+        Yields each :class:`~sam3agent.events.AgentEvent` (``seq`` 1, 2, ..., in the order
+        :mod:`sam3agent.events` describes), then the :class:`AgentResult` as the last item. The run
+        goes on in its own task (:func:`~sam3agent.events.run_streamed`): a slow consumer never slows
+        it, and closing the generator early cancels it.
+
+        Raises:
+            ValueError: Before any event, as :meth:`arun` does.
+            LLMBackendError: After the events so far, as :meth:`arun` does.
         """
         query = check_query(query)
         started = time.perf_counter()
         handle = await asyncio.to_thread(self.engine.prepare, image)
-        state = await self._start(handle, query)
-        state.started = started  # wall time covers decoding and the first image encode too
+        run = functools.partial(self._run, handle, query)
+        async with aclosing(events.run_streamed(run, started=started)) as items:
+            async for item in items:
+                yield item
+
+    async def _run(self, handle: ImageHandle, query: str, sink: events.EventSink) -> AgentResult:
+        """The run once the image is prepared: the loop under the wall-clock limit, then the answer."""
+        sink.emit(events.RunStarted(query=query, width=handle.width, height=handle.height))
+        state = await self._start(handle, query, sink)
+        state.started = sink.started  # wall time covers decoding and the first image encode too
         cfg = self.config
         try:
             async with asyncio.timeout(cfg.timeout_s) as deadline:
@@ -142,9 +173,11 @@ class Agent:
             reason = f"wall-clock timeout of {cfg.timeout_s:g} s reached after {state.turns} LLM call(s)"
             state.finish("budget_exhausted", reason, self._empty(state))
         logger.info("run ended: %s (%s) after %d turn(s)", state.status, state.reason, state.turns)
-        return self._result(state)
+        result = self._result(state)
+        sink.emit(events.Answer.of(result))
+        return result
 
-    async def _start(self, handle: ImageHandle, query: str) -> AgentState:
+    async def _start(self, handle: ImageHandle, query: str, sink: events.EventSink) -> AgentState:
         prompts, cfg = self.prompts, self.config
         t0 = time.perf_counter()
         raw = await asyncio.to_thread(self.encode_for_model, handle.image, "raw image", raw=True)
@@ -152,6 +185,7 @@ class Agent:
         state = AgentState(
             handle=handle, query=query, config=cfg, prompts=prompts,
             system=Message.text("system", prompts.system(cfg.protocol)), first_user=first_user, raw_image=raw,
+            events=sink,
         )
         state.render_seconds += time.perf_counter() - t0
         return state
@@ -170,22 +204,27 @@ class Agent:
         request = build_request(state)
         state.see(request.images)
         step = Step(index=state.turns + 1, sent=summarize_messages(request.messages), raw_reply="")
-        t0 = time.perf_counter()
-        completion = await self.llm.complete(request)
-        step.llm_seconds = time.perf_counter() - t0
-        self._account(state, step, completion)
+        completion = await self._complete(state, request, step)
+        masks_before = state.detections
+        call: ParsedCall | None = None
         try:
-            call = parse_completion(completion, self.config.protocol)
+            call = parse_completion(completion, self.config.protocol, self.config.tools)
         except ParseError as e:
             how = self.prompts.feedback("how_native" if self.config.protocol == "native" else "how_text")
             outcome = Outcome(self.prompts.feedback("format_error", detail=e.detail, how=how), failure=e.kind)
         else:
+            arguments = call.args.model_dump(mode="json")
+            state.events.emit(events.ToolCalled(turn=step.index, name=call.name, arguments=arguments))
             outcome = await self._apply(state, call, step)
+        text = "\n".join([outcome.text, *step.notes])
+        step.outcome = text
+        if call is not None and state.detections is not masks_before:  # whichever tool replaced them
+            state.events.emit(events.MasksFound.current(step.index, call.name, call.args, state.detections,
+                                                        state.marks_image))
         if outcome.failure is not None:
             state.failures[outcome.failure] += 1
             step.failure = outcome.failure
-        text = "\n".join([outcome.text, *step.notes])
-        step.outcome = text
+            state.events.emit(events.FailureFedBack(turn=step.index, kind=outcome.failure, message=text))
         if outcome.image is not None:
             step.images_out.append(outcome.image.summary())
         if not state.finished:
@@ -195,6 +234,17 @@ class Agent:
         step.wall_seconds = time.perf_counter() - started
         state.steps.append(step)
         logger.debug("turn %d: %s -> %s", step.index, step.call or step.failure, text.splitlines()[0])
+
+    async def _complete(self, state: AgentState, request: LLMRequest, step: Step) -> Completion:
+        """The turn's planning call, between its two events; its time and tokens are counted."""
+        state.events.emit(events.ModelCallStarted(turn=step.index, purpose="plan"))
+        t0 = time.perf_counter()
+        completion = await self.llm.complete(request)
+        step.llm_seconds = time.perf_counter() - t0
+        self._account(state, step, completion)
+        state.events.emit(events.ModelCallFinished(turn=step.index, purpose="plan", seconds=step.llm_seconds,
+                                                   reply=completion.text))
+        return completion
 
     def _account(self, state: AgentState, step: Step, completion: Completion) -> None:
         state.turns += 1
@@ -244,7 +294,7 @@ class Agent:
         if len(detections) == 0:
             return Outcome(prompts.feedback("segment_empty", phrase=phrase, query=state.query), new_window=True)
         image = await self.render_current(state, step)
-        listing = _listing(detections, state.handle)
+        listing = mask_listing(detections, state.handle)
         text = prompts.feedback("segment_found", phrase=phrase, count=len(detections), listing=listing,
                                 query=state.query)
         return Outcome(text, image=image, new_window=True)
@@ -320,13 +370,10 @@ class Agent:
             images=dict(state.images),
         )
 
+    def arun_many(self, items: Iterable[Item] | AsyncIterable[Item], *,
+                  concurrency: int = 8) -> AsyncIterator[ManyOutcome]:
+        """Run many (image, query) items, ``concurrency`` at a time, yielding records as runs end.
 
-def _listing(detections: sv.Detections, handle: ImageHandle) -> str:
-    """One line per mask: its number, confidence and share of the image."""
-    total = handle.width * handle.height
-    lines = []
-    for mask_id, i in zip(mask_ids(len(detections)), range(len(detections)), strict=True):
-        area = float(np.count_nonzero(detections.mask[i])) / total if detections.mask is not None else 0.0
-        score = float(detections.confidence[i]) if detections.confidence is not None else float("nan")
-        lines.append(f"- mask {mask_id}: confidence {score:.2f}, covers {100 * area:.1f}% of the image")
-    return "\n".join(lines)
+        See :func:`sam3agent.many.arun_many` for the items it takes and the records it yields.
+        """
+        return many.arun_many(self, items, concurrency=concurrency)

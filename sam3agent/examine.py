@@ -8,6 +8,12 @@ wide context crop with the mask's box beside a tight zoom with a light fill, see
 Verdicts are read by :func:`sam3agent.parsing.parse_verdict`: rejected masks are removed, the
 rest renumbered and re-rendered, and the new render replaces the old one in context. A reply
 with no readable verdict keeps its mask (and is counted as ``unclear_verdict``).
+
+Each check emits three events (:mod:`sam3agent.events`) with the ``examine_each_mask`` turn:
+``model_call_started`` when its call is sent (the calls start in mask order, at most
+``verify_concurrency`` at a time), then ``model_call_finished`` and ``verification`` once its
+reply is read *and* every earlier mask's two have gone out, so the finished calls and verdicts
+come out in mask order whatever order the replies arrive in.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from sam3agent.context import build_verify_request
+from sam3agent.events import MaskVerified, ModelCallFinished, ModelCallStarted
 from sam3agent.llm.base import LLM, ImagePart
 from sam3agent.parsing import parse_verdict
 from sam3agent.pictures import add_render_time, encode_for_model, render_current
@@ -109,29 +116,40 @@ async def _verify_all(llm: LLM, state: AgentState, target_ids: Sequence[int],
                       pictures: Sequence[tuple[ImagePart, ImagePart]]) -> list[Verification]:
     """Run the verification calls, at most ``verify_concurrency`` at once, in mask order.
 
-    If one call fails (a backend error), the others are cancelled and the error propagates.
+    Their events go to ``state.events`` in the order the module docstring gives. If one call fails
+    (a backend error), the others are cancelled and the error propagates.
     """
     limit = asyncio.Semaphore(state.config.verify_concurrency)
+    turn, events = state.turns, state.events
+    reported = [asyncio.Event() for _ in target_ids]  # mask k's events go out after mask k-1's
 
-    async def verify(mask_id: int, single: ImagePart, zoom: ImagePart) -> Verification:
+    async def verify(k: int, mask_id: int, single: ImagePart, zoom: ImagePart) -> Verification:
         request = build_verify_request(state, mask_id, single, zoom)
         state.see(request.images)
         async with limit:
+            events.emit(ModelCallStarted(turn=turn, purpose="verify", mask_id=mask_id))
             t0 = time.perf_counter()
             completion = await llm.complete(request)
             seconds = time.perf_counter() - t0
         state.verify_calls += 1
         state.llm_attempts += completion.attempts
         state.usage = state.usage + completion.usage
-        return Verification(
+        verification = Verification(
             mask_id=mask_id, sent=summarize_messages(request.messages), raw_reply=completion.text,
             verdict=parse_verdict(completion.text), seconds=seconds, usage=completion.usage,
             attempts=completion.attempts,
         )
+        if k:
+            await reported[k - 1].wait()
+        events.emit(ModelCallFinished(turn=turn, purpose="verify", mask_id=mask_id, seconds=seconds,
+                                      reply=completion.text))
+        events.emit(MaskVerified(turn=turn, mask_id=mask_id, verdict=verification.verdict))
+        reported[k].set()
+        return verification
 
     tasks = [
-        asyncio.ensure_future(verify(mask_id, single, zoom))
-        for mask_id, (single, zoom) in zip(target_ids, pictures, strict=True)
+        asyncio.ensure_future(verify(k, mask_id, single, zoom))
+        for k, (mask_id, (single, zoom)) in enumerate(zip(target_ids, pictures, strict=True))
     ]
     try:
         return list(await asyncio.gather(*tasks))

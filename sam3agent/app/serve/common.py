@@ -11,8 +11,13 @@ does that once:
 - :func:`load_image`: an image given as a data URL, a base64 string, a path inside an allowed root
   or (when enabled) an ``http(s)`` URL, checked against the limits *before* it is decoded (defined in
   :mod:`sam3agent.app.serve.images`).
-- :func:`run_agent`: one agent run with the request timeout, backend failures mapped to errors.
-- :func:`compact_answer`: the small JSON answer (status, count, per mask id, box, score, area, RLE).
+- :func:`run_agent`: one agent run with the request timeout, backend failures mapped to errors;
+  :func:`load_and_run` loads the image first, within the same time. A :class:`Deadline` shared by
+  :func:`load_within` and :func:`run_within` lets a front end answer input errors before it starts
+  streaming a run; with ``on_event``, the run's events (:mod:`sam3agent.events`) are handed over as
+  they happen.
+- :func:`compact_answer`: the small JSON answer (status, count, per mask id, box, score, area, RLE);
+  :func:`segment_answer`: the full one of ``POST /v1/segment``.
 
 Nothing here imports the ASGI stack, so :mod:`sam3agent.app.embed` can use it without the ``serve`` extra.
 """
@@ -20,12 +25,16 @@ Nothing here imports the ASGI stack, so :mod:`sam3agent.app.embed` can use it wi
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
 
 from sam3agent.app.serve.images import (
     decode_image,
@@ -46,9 +55,10 @@ from sam3agent.app.serve.limits import (
     bad_request,
 )
 from sam3agent.detections import detections_to_list
+from sam3agent.events import AgentEvent
 from sam3agent.llm.base import LLMBackendError
 from sam3agent.versions import REPORTED, package_versions
-from sam3core.image import ImageHandle
+from sam3core.image import ImageHandle, png_bytes
 
 if TYPE_CHECKING:
     from sam3agent.agent import Agent
@@ -60,6 +70,8 @@ __all__ = [
     "DEFAULT_MAX_UPLOAD_MB",
     "DEFAULT_REQUEST_TIMEOUT_S",
     "PYTHON_OPTIONS",
+    "Deadline",
+    "OnEvent",
     "ServeError",
     "ServeLimits",
     "bad_request",
@@ -70,15 +82,21 @@ __all__ = [
     "fetch_url",
     "load_and_run",
     "load_image",
+    "load_within",
     "read_image_file",
     "resolve_allowed_path",
     "run_agent",
+    "run_within",
+    "segment_answer",
     "segment_spec",
     "server_versions",
     "too_large",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Receives each event of a run as it happens (see :mod:`sam3agent.events`).
+OnEvent = Callable[[AgentEvent], Awaitable[None]]
 
 
 # ------------------------------------------------------------------------------------------ runs
@@ -91,9 +109,30 @@ def check_query(query: object) -> str:
     return query.strip()
 
 
-def _timeout_error(timeout_s: float | None, what: str, option: str) -> ServeError:
-    return ServeError(504, "timeout", f"{what} did not finish within the request timeout of {timeout_s:g} s "
-                                      f"({option}); try a smaller image or a simpler query")
+@dataclass(frozen=True)
+class Deadline:
+    """When one request's time runs out: its image loading and its run share it.
+
+    Attributes:
+        timeout_s: The request timeout (``None``: no limit).
+        option: How the 504 message names the setting (see :meth:`ServeLimits.option`).
+        at: The event loop's clock reading when the time is up (``None``: never).
+    """
+
+    timeout_s: float | None
+    option: str = CLI_OPTIONS["request_timeout"]
+    at: float | None = None
+
+    @classmethod
+    def start(cls, timeout_s: float | None, option: str = CLI_OPTIONS["request_timeout"]) -> Deadline:
+        """A deadline ``timeout_s`` from now (call it inside the event loop)."""
+        at = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
+        return cls(timeout_s, option, at)
+
+    def error(self, what: str) -> ServeError:
+        """The 504 error saying ``what`` did not finish in time."""
+        return ServeError(504, "timeout", f"{what} did not finish within the request timeout of {self.timeout_s:g} "
+                                          f"s ({self.option}); try a smaller image or a simpler query")
 
 
 async def run_agent(agent: Agent, image: ImageHandle, query: str, timeout_s: float | None) -> AgentResult:
@@ -112,27 +151,70 @@ async def run_agent(agent: Agent, image: ImageHandle, query: str, timeout_s: flo
 
 
 async def load_and_run(agent: Agent, loader: Callable[[], ImageHandle], query: object,
-                       timeout_s: float | None, *, timeout_option: str = CLI_OPTIONS["request_timeout"]
-                       ) -> AgentResult:
+                       timeout_s: float | None, *, timeout_option: str = CLI_OPTIONS["request_timeout"],
+                       on_event: OnEvent | None = None) -> AgentResult:
     """Load an image with ``loader`` (in a worker thread) and run the agent, together within ``timeout_s``.
 
-    ``timeout_option`` is how the 504 message names the setting (see :meth:`ServeLimits.option`).
+    ``timeout_option`` is how the 504 message names the setting (see :meth:`ServeLimits.option`);
+    ``on_event`` is awaited with each event of the run (see :func:`run_within`).
 
     Raises:
         ServeError: From the loader; 400 (bad query), 502 (the LLM backend failed, naming its
             endpoint) or 504 (the time ran out).
     """
     text = check_query(query)
-    what = "loading the image"
+    deadline = Deadline.start(timeout_s, timeout_option)
+    handle = await load_within(loader, deadline)
+    return await run_within(agent, handle, text, deadline, on_event=on_event)
+
+
+async def load_within(loader: Callable[[], ImageHandle], deadline: Deadline) -> ImageHandle:
+    """The image ``loader`` returns (called in a worker thread) before ``deadline``.
+
+    Raises:
+        ServeError: From the loader; 400 for a ``ValueError`` it raises, 504 when the time ran out.
+    """
     try:
-        async with asyncio.timeout(timeout_s) as deadline:
-            handle = await asyncio.to_thread(loader)
-            what = "the request"
-            return await agent.arun(handle, text)
+        async with asyncio.timeout_at(deadline.at) as scope:
+            return await asyncio.to_thread(loader)
     except TimeoutError as e:
-        if not deadline.expired():
+        if not scope.expired():
             raise
-        raise _timeout_error(timeout_s, what, timeout_option) from e
+        raise deadline.error("loading the image") from e
+    except ValueError as e:
+        raise bad_request(str(e)) from e
+
+
+async def run_within(agent: Agent, handle: ImageHandle, text: str, deadline: Deadline, *,
+                     on_event: OnEvent | None = None) -> AgentResult:
+    """Run the agent on a loaded image before ``deadline``, mapping failures to :class:`ServeError`.
+
+    Args:
+        agent: The shared agent.
+        handle: The prepared image.
+        text: The checked query (see :func:`check_query`).
+        deadline: When the request's time is up.
+        on_event: Awaited with each event of the run, in order, within the deadline (the run goes
+            on meanwhile: :meth:`~sam3agent.agent.Agent.astream` buffers its events); ``None``: a
+            plain :meth:`~sam3agent.agent.Agent.arun`.
+
+    Raises:
+        ServeError: 400 (bad query), 502 (the LLM backend failed, naming its endpoint), 504 (timeout).
+    """
+    try:
+        async with asyncio.timeout_at(deadline.at) as scope:
+            if on_event is None:
+                return await agent.arun(handle, text)
+            async with aclosing(agent.astream(handle, text)) as items:
+                async for item in items:
+                    if not isinstance(item, AgentEvent):
+                        return item
+                    await on_event(item)
+            raise RuntimeError("internal error: Agent.astream ended without a result")
+    except TimeoutError as e:
+        if not scope.expired():
+            raise
+        raise deadline.error("the request") from e
     except LLMBackendError as e:
         logger.warning("LLM backend failure: %s", e)
         raise ServeError(502, "llm_backend_error",
@@ -143,11 +225,11 @@ async def load_and_run(agent: Agent, loader: Callable[[], ImageHandle], query: o
 
 
 async def segment_spec(agent: Agent, spec: str, query: object, limits: ServeLimits, *,
-                       allow_paths: bool = True) -> AgentResult:
+                       allow_paths: bool = True, on_event: OnEvent | None = None) -> AgentResult:
     """Resolve ``spec`` with :func:`load_image` and run the agent on it (see :func:`load_and_run`)."""
     loader = functools.partial(load_image, spec, limits, allow_paths=allow_paths)
     return await load_and_run(agent, loader, query, limits.request_timeout_s,
-                              timeout_option=limits.option("request_timeout"))
+                              timeout_option=limits.option("request_timeout"), on_event=on_event)
 
 
 # ------------------------------------------------------------------------------------------ answers
@@ -185,6 +267,29 @@ def compact_answer(result: AgentResult, *, include_rle: bool = True) -> dict[str
         "image": {"width": width, "height": height},
         "masks": out,
     }
+
+
+def segment_answer(result: AgentResult, *, steps: bool = False, overlay: bool = False,
+                   mask: bool = False) -> dict[str, Any]:
+    """The full JSON answer of ``POST /v1/segment`` (and the ``result`` event of its stream).
+
+    Args:
+        result: The run's result.
+        steps: Include the per-turn ``steps``.
+        overlay: Add ``overlay_png``: base64 PNG of the image with the answer masks drawn.
+        mask: Add ``mask_png``: base64 PNG of the union of the answer masks, white (255) on black,
+            at the original size.
+
+    Returns:
+        ``result.to_dict(include_steps=steps)`` plus the requested pictures.
+    """
+    payload = result.to_dict(include_steps=steps)
+    if overlay:
+        payload["overlay_png"] = base64.b64encode(png_bytes(result.overlay())).decode("ascii")
+    if mask:
+        union = Image.fromarray(result.mask().astype(np.uint8) * 255)  # 2-D uint8: mode "L"
+        payload["mask_png"] = base64.b64encode(png_bytes(union)).decode("ascii")
+    return payload
 
 
 def error_answer(error: ServeError) -> dict[str, Any]:

@@ -7,6 +7,11 @@ Endpoints:
   allowed root configured, ``image_path`` may name a file inside it instead. Answers
   ``AgentResult.to_dict()`` (steps only with ``?steps=1``) plus ``overlay_png`` (base64 PNG) when
   ``overlay`` is true (also ``?overlay=1``).
+- ``POST /v1/segment/stream``: the same body, query flags, key and limits; answers
+  ``text/event-stream``: one Server-Sent Event per agent event, then ``event: result`` (the JSON
+  ``/v1/segment`` answers, plus ``mask_png``) or ``event: error`` (see :mod:`sam3agent.app.serve.sse`).
+  What ``/v1/segment`` refuses before the run (body, query, image, pixel count, the time loading
+  takes) is refused with the same status and JSON before the stream starts.
 - ``GET /healthz``: liveness (open even when an API key is set).
 - ``GET /v1/info``: versions, the LLM, the SAM 3 source, the agent config, the limits.
 
@@ -23,7 +28,6 @@ All requests share one agent (and so one engine, whose worker batches concurrent
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import functools
 import logging
@@ -35,19 +39,25 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Message
 
 from sam3agent.app.serve.auth import ApiKeyMiddleware, check_api_key
 from sam3agent.app.serve.common import (
+    Deadline,
+    OnEvent,
     ServeError,
     ServeLimits,
     bad_request,
+    check_query,
     decode_image,
     load_and_run,
     load_image,
+    load_within,
     read_image_file,
+    run_within,
+    segment_answer,
     server_versions,
 )
 from sam3agent.app.serve.request_body import (
@@ -57,10 +67,12 @@ from sam3agent.app.serve.request_body import (
     parse_form_fields,
     parse_json_body,
 )
-from sam3core.image import ImageHandle, png_bytes
+from sam3agent.app.serve.sse import event_stream_response
+from sam3core.image import ImageHandle
 
 if TYPE_CHECKING:
     from sam3agent.agent import Agent
+    from sam3agent.result import AgentResult
 
 logger = logging.getLogger(__name__)
 
@@ -91,9 +103,14 @@ def create_app(agent: Agent, limits: ServeLimits, *, info: Mapping[str, Any] | N
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/v1/info", api.info, methods=["GET"]),
         Route("/v1/segment", api.segment, methods=["POST"]),
+        Route("/v1/segment/stream", api.segment_stream, methods=["POST"]),
     ]
+    from sam3agent.app.serve.web_demo import OPEN_PATHS, demo_routes  # the live demo page at / (web_demo.py)
+
+    routes += demo_routes()  # the page and its files are served without a key, like /healthz
     handlers: dict[Any, Callable[..., Any]] = {HTTPException: _http_error, Exception: _internal_error}
-    middleware = [] if api_key is None else [Middleware(ApiKeyMiddleware, api_key=api_key, open_paths={"/healthz"})]
+    open_paths = {"/healthz", *OPEN_PATHS}
+    middleware = [] if api_key is None else [Middleware(ApiKeyMiddleware, api_key=api_key, open_paths=open_paths)]
     return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)
 
 
@@ -157,17 +174,30 @@ class _Api:
         """``POST /v1/segment``: run the agent on one image (see the module docs)."""
         try:
             loader, fields = await self._parse(request)
-            steps = parse_flag(request.query_params.get("steps"), "steps")
-            overlay = fields.overlay or parse_flag(request.query_params.get("overlay"), "overlay")
+            steps, overlay = _answer_flags(request, fields)
             result = await load_and_run(self.agent, loader, fields.query, self.limits.request_timeout_s,
                                         timeout_option=self.limits.option("request_timeout"))
         except ServeError as e:
             logger.info("POST /v1/segment -> %d %s: %s", e.status, e.kind, e.message)
             return error_response(e)
-        payload = result.to_dict(include_steps=steps)
-        if overlay:
-            payload["overlay_png"] = base64.b64encode(png_bytes(result.overlay())).decode("ascii")
-        return JSONResponse(payload)
+        return JSONResponse(segment_answer(result, steps=steps, overlay=overlay))
+
+    async def segment_stream(self, request: Request) -> Response:
+        """``POST /v1/segment/stream``: the run as Server-Sent Events (see the module docs)."""
+        try:
+            loader, fields = await self._parse(request)
+            steps, overlay = _answer_flags(request, fields)
+            text = check_query(fields.query)
+            deadline = Deadline.start(self.limits.request_timeout_s, self.limits.option("request_timeout"))
+            handle = await load_within(loader, deadline)
+        except ServeError as e:
+            logger.info("POST /v1/segment/stream -> %d %s: %s", e.status, e.kind, e.message)
+            return error_response(e)
+        run = functools.partial(self._run_until, handle, text, deadline)
+        return event_stream_response(run, functools.partial(segment_answer, steps=steps, overlay=overlay, mask=True))
+
+    async def _run_until(self, handle: ImageHandle, text: str, deadline: Deadline, on_event: OnEvent) -> AgentResult:
+        return await run_within(self.agent, handle, text, deadline, on_event=on_event)
 
     async def _parse(self, request: Request) -> tuple[Callable[[], ImageHandle], SegmentRequest]:
         """The image loader and the validated fields of a segment request."""
@@ -231,6 +261,12 @@ class _Api:
         if fields.image is None:  # SegmentRequest refuses a body without an image; kept for the type checker
             raise bad_request(NO_IMAGE)
         return functools.partial(load_image, fields.image, self.limits, allow_paths=False)
+
+
+def _answer_flags(request: Request, fields: SegmentRequest) -> tuple[bool, bool]:
+    """``(steps, overlay)``: ``?steps=1``; the body's ``overlay`` or ``?overlay=1``."""
+    steps = parse_flag(request.query_params.get("steps"), "steps")
+    return steps, fields.overlay or parse_flag(request.query_params.get("overlay"), "overlay")
 
 
 def _texts(form: FormData, names: Sequence[str]) -> dict[str, str]:

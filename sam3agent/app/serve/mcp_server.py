@@ -7,6 +7,11 @@ image over the limits, an undecodable image, a failing LLM backend, a timeout) c
 result with ``isError`` and a JSON ``{"status": "error", "error": {"type", "message"}}`` text, so the
 calling model can read what to fix.
 
+A caller that sends a progress token gets one ``notifications/progress`` per agent event while the
+run goes on (:mod:`sam3agent.events`): ``progress`` is the event's ``seq`` (no ``total``: the number
+of turns is not known in advance) and ``message`` its one-line description, e.g.
+``turn 1: segment_phrase(text_prompt='cat')`` or ``turn 2: mask 1 reject``.
+
 Needs the ``serve`` extra (``mcp``, ``uvicorn``).
 """
 
@@ -18,18 +23,27 @@ import logging
 from typing import TYPE_CHECKING, Annotated
 
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 from pydantic import Field
 
 from sam3agent.app.embed import SegmentImageArgs
 from sam3agent.app.serve.auth import ApiKeyMiddleware, check_api_key
-from sam3agent.app.serve.common import ServeError, ServeLimits, compact_answer, error_answer, segment_spec
+from sam3agent.app.serve.common import (
+    OnEvent,
+    ServeError,
+    ServeLimits,
+    compact_answer,
+    error_answer,
+    segment_spec,
+)
 from sam3core.image import png_bytes
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from sam3agent.agent import Agent
+    from sam3agent.events import AgentEvent
 
 logger = logging.getLogger(__name__)
 
@@ -86,17 +100,38 @@ def build_mcp_server(agent: Agent, limits: ServeLimits, *, include_rle: bool = T
     async def segment_image(
         image: Annotated[str, Field(description=_IMAGE_HELP)],
         query: Annotated[str, Field(description=_QUERY_HELP)],
+        ctx: Context,
     ) -> CallToolResult:
-        return await call_segment_image(agent, limits, image, query, include_rle=include_rle)
+        return await call_segment_image(agent, limits, image, query, include_rle=include_rle,
+                                        on_event=progress_reporter(ctx))
 
     return server
 
 
+def progress_reporter(ctx: Context) -> OnEvent:
+    """The event callback that reports each event as an MCP progress notification of ``ctx``'s request.
+
+    The SDK sends nothing when the caller gave no progress token. A notification that cannot be
+    sent is logged and the run goes on: progress is a courtesy, the result is what was asked for.
+    """
+
+    async def report(event: AgentEvent) -> None:
+        try:
+            await ctx.report_progress(event.seq, None, event.describe())
+        except Exception as e:
+            logger.debug("progress notification %d not sent: %s", event.seq, e)
+
+    return report
+
+
 async def call_segment_image(agent: Agent, limits: ServeLimits, image: str, query: str, *,
-                             include_rle: bool = True) -> CallToolResult:
-    """Run one ``segment_image`` call and shape its MCP result (refusals as ``isError`` results)."""
+                             include_rle: bool = True, on_event: OnEvent | None = None) -> CallToolResult:
+    """Run one ``segment_image`` call and shape its MCP result (refusals as ``isError`` results).
+
+    ``on_event`` is awaited with each event of the run (see :func:`progress_reporter`).
+    """
     try:
-        result = await segment_spec(agent, image, query, limits)
+        result = await segment_spec(agent, image, query, limits, on_event=on_event)
     except ServeError as e:
         logger.info("segment_image refused (%d %s): %s", e.status, e.kind, e.message)
         text = json.dumps(error_answer(e))
