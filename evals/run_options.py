@@ -82,8 +82,15 @@ def parse_shard(text: str) -> Shard:
     return Shard(index, count)
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags every ``run`` command has (output, selection, concurrency, extras, backend)."""
+def add_run_arguments(parser: argparse.ArgumentParser, *,
+                      overlays_help: str = "write RUN_DIR/overlays/<id>.jpg: ground truth beside the prediction",
+                      ) -> None:
+    """The flags every ``run`` command has (output, selection, concurrency, extras, backend).
+
+    Args:
+        parser: The command's parser.
+        overlays_help: What ``--save-overlays`` writes, for commands without ground truth.
+    """
     run = parser.add_argument_group("run")
     run.add_argument("--out", type=Path, required=True, metavar="RUN_DIR",
                      help="run directory (created; rerunning the same command resumes it)")
@@ -95,8 +102,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                      help="run the i-th of N deterministic slices (0-based); combine with 'merge'")
     run.add_argument("--max-consecutive-failures", type=_positive, default=5, metavar="N",
                      help="stop after N LLM backend failures in a row (default 5); rerun to resume")
-    run.add_argument("--save-overlays", action="store_true",
-                     help="write RUN_DIR/overlays/<id>.jpg: ground truth beside the prediction")
+    run.add_argument("--save-overlays", action="store_true", help=overlays_help)
     run.add_argument("--save-trajectories", action="store_true",
                      help="write RUN_DIR/trajectories/<id>/ (images the model saw, every step)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")

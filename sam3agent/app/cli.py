@@ -1,11 +1,12 @@
-"""The ``sam3agent`` command line: ``run``, ``eval``, ``serve``, ``doctor``, ``selftest``.
+"""The ``sam3agent`` command line: ``run``, ``batch``, ``eval``, ``serve``, ``doctor``, ``selftest``.
 
 ``sam3agent run IMAGE QUERY`` segments what the query describes and writes the result (overlay,
 mask, JSON with COCO RLE masks, the trajectory as JSON and HTML) into a new folder under
-``./sam3agent-runs/`` (or ``--out DIR``). Backend flags and their environment defaults are those of
-:mod:`sam3agent.backends`. ``eval`` and ``serve`` hand their arguments to ``python -m evals``
-and :mod:`sam3agent.serve`. ``doctor`` checks the environment; ``selftest`` runs the whole pipeline
-offline on a tiny random SAM 3 and a scripted model.
+``./sam3agent-runs/`` (or ``--out DIR``). ``batch PAIRS.jsonl --out DIR`` runs a list of pairs,
+resumably (:mod:`sam3agent.app.batch`, with exit codes of its own). Backend flags and their
+environment defaults are those of :mod:`sam3agent.backends`. ``eval`` and ``serve`` hand their
+arguments to ``python -m evals`` and :mod:`sam3agent.serve`. ``doctor`` checks the environment;
+``selftest`` runs the whole pipeline offline on a tiny random SAM 3 and a scripted model.
 
 Exit codes:
     0: success (``run``: the model answered, with masks or with "no mask"; all checks passed).
@@ -115,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     bo.add_backend_arguments(run)
     _add_verbose(run)
     run.set_defaults(func=cmd_run)
+    from sam3agent.app.batch import add_batch_command  # `batch` is built on the evals' runner
+
+    _add_verbose(add_batch_command(commands))
     commands.add_parser("eval", add_help=False, help="evaluate on a dataset: `sam3agent eval --help` "
                                                       "(same as python -m evals)")
     commands.add_parser("serve", add_help=False, help="serve the agent over MCP or HTTP: `sam3agent serve --help`")
