@@ -21,6 +21,7 @@ Usage::
 
     python benchmarks/parity.py --size full [--device cuda] [--checkpoint sam3.pt] [--bpe vocab.txt.gz] [--json]
     python benchmarks/parity.py --size small --json      # seconds; what tests/sam3core_parity runs
+    python benchmarks/parity.py --photos --size full --bpe vocab.txt.gz [--json]   # photos x phrases, end to end
 """
 
 from __future__ import annotations
@@ -110,75 +111,91 @@ def build_meta_small(seed: int = 0, ids: list[int] | None = None, **overrides: A
     Same constructor arguments as the released model except the sizes in :data:`SMALL` (overridable)
     and ``resolution=None``/``precompute_resolution=None`` (those only fill CUDA caches).
     Text width/heads keep CLIP's 64-wide heads, which ``sam3core.convert.infer_config`` assumes.
+    Modules are built in the builder's order, so a seed always gives the same weights.
     """
+    import torch
+    from sam3.model.model_misc import TransformerWrapper
+    from sam3.model.sam3_image import Sam3Image
+    from sam3.model.vl_combiner import SAM3VLBackbone
+
+    s = {**SMALL, **overrides}
+    with torch.random.fork_rng(devices=[]):  # the caller's generator is left as it was
+        torch.manual_seed(seed)
+        neck, text = _small_backbone(s, ids)
+        encoder, decoder, scoring, seg, geo = _small_heads(s)
+        model = Sam3Image(backbone=SAM3VLBackbone(visual=neck, text=text, scalp=1),
+                          transformer=TransformerWrapper(encoder=encoder, decoder=decoder, d_model=s["d"]),
+                          input_geometry_encoder=geo, segmentation_head=seg, num_feature_levels=1,
+                          o2m_mask_predict=True, dot_prod_scoring=scoring, use_instance_query=False,
+                          multimask_output=True, inst_interactive_predictor=None, matcher=None)
+        _init_random(model)
+    return model.eval()
+
+
+def _small_backbone(s: dict[str, Any], ids: list[int] | None) -> tuple[Any, Any]:
+    """The ViT + FPN neck and the text encoder of :func:`build_meta_small`."""
+    from sam3.model.necks import Sam3DualViTDetNeck
+    from sam3.model.position_encoding import PositionEmbeddingSine
+    from sam3.model.text_encoder_ve import VETextEncoder
+    from sam3.model.vitdet import ViT
+
+    d = s["d"]
+    vit = ViT(img_size=s["img"], pretrain_img_size=336, patch_size=14, embed_dim=s["vit_dim"], depth=s["vit_depth"],
+              num_heads=s["vit_heads"], mlp_ratio=2.0, norm_layer="LayerNorm", drop_path_rate=0.1, qkv_bias=True,
+              use_abs_pos=True, tile_abs_pos=True, global_att_blocks=s["global_blocks"], rel_pos_blocks=(),
+              use_rope=True, use_interp_rope=True, window_size=24, pretrain_use_cls_token=True,
+              retain_cls_token=False, ln_pre=True, ln_post=False, return_interm_layers=False,
+              bias_patch_embed=False)
+    neck = Sam3DualViTDetNeck(position_encoding=PositionEmbeddingSine(num_pos_feats=d, normalize=True),
+                              d_model=d, scale_factors=[4.0, 2.0, 1.0, 0.5], trunk=vit, add_sam2_neck=False)
+    text = VETextEncoder(tokenizer=FixedTokenizer(ids or [s["vocab"] - 2, 5, 7, s["vocab"] - 1]), d_model=d,
+                         width=s["text_width"], heads=s["text_heads"], layers=1, vocab_size=s["vocab"])
+    return neck, text
+
+
+def _small_heads(s: dict[str, Any]) -> tuple[Any, ...]:
+    """DETR encoder, decoder, scorer, segmentation head and geometry encoder of :func:`build_meta_small`."""
     import torch
     from sam3.model.decoder import TransformerDecoder, TransformerDecoderLayer
     from sam3.model.encoder import TransformerEncoderFusion, TransformerEncoderLayer
     from sam3.model.geometry_encoders import SequenceGeometryEncoder
     from sam3.model.maskformer_segmentation import PixelDecoder, UniversalSegmentationHead
-    from sam3.model.model_misc import MLP, DotProductScoring, TransformerWrapper
+    from sam3.model.model_misc import MLP, DotProductScoring
     from sam3.model.model_misc import MultiheadAttentionWrapper as MHA
-    from sam3.model.necks import Sam3DualViTDetNeck
     from sam3.model.position_encoding import PositionEmbeddingSine
-    from sam3.model.sam3_image import Sam3Image
-    from sam3.model.text_encoder_ve import VETextEncoder
-    from sam3.model.vitdet import ViT
-    from sam3.model.vl_combiner import SAM3VLBackbone
 
-    s = {**SMALL, **overrides}
     d, h, ffn, n = s["d"], s["heads"], s["ffn"], s["layers"]
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        vit = ViT(img_size=s["img"], pretrain_img_size=336, patch_size=14, embed_dim=s["vit_dim"], depth=s["vit_depth"],
-                  num_heads=s["vit_heads"], mlp_ratio=2.0, norm_layer="LayerNorm", drop_path_rate=0.1, qkv_bias=True,
-                  use_abs_pos=True, tile_abs_pos=True, global_att_blocks=s["global_blocks"], rel_pos_blocks=(),
-                  use_rope=True, use_interp_rope=True, window_size=24, pretrain_use_cls_token=True,
-                  retain_cls_token=False, ln_pre=True, ln_post=False, return_interm_layers=False,
-                  bias_patch_embed=False)
-        neck = Sam3DualViTDetNeck(position_encoding=PositionEmbeddingSine(num_pos_feats=d, normalize=True),
-                                  d_model=d, scale_factors=[4.0, 2.0, 1.0, 0.5], trunk=vit, add_sam2_neck=False)
-        text = VETextEncoder(tokenizer=FixedTokenizer(ids or [s["vocab"] - 2, 5, 7, s["vocab"] - 1]), d_model=d,
-                             width=s["text_width"], heads=s["text_heads"], layers=1, vocab_size=s["vocab"])
 
-        def enc_layer(pos_at_attn: bool, keys_pos: bool, batch_first: bool):  # type: ignore[no-untyped-def]
-            return TransformerEncoderLayer(
-                activation="relu", d_model=d, dim_feedforward=ffn, dropout=0.1, pos_enc_at_attn=pos_at_attn,
-                pos_enc_at_cross_attn_keys=keys_pos, pos_enc_at_cross_attn_queries=False, pre_norm=True,
-                self_attention=MHA(num_heads=h, dropout=0.1, embed_dim=d, batch_first=batch_first),
-                cross_attention=MHA(num_heads=h, dropout=0.1, embed_dim=d, batch_first=batch_first))
+    def enc_layer(pos_at_attn: bool, keys_pos: bool, batch_first: bool):  # type: ignore[no-untyped-def]
+        return TransformerEncoderLayer(
+            activation="relu", d_model=d, dim_feedforward=ffn, dropout=0.1, pos_enc_at_attn=pos_at_attn,
+            pos_enc_at_cross_attn_keys=keys_pos, pos_enc_at_cross_attn_queries=False, pre_norm=True,
+            self_attention=MHA(num_heads=h, dropout=0.1, embed_dim=d, batch_first=batch_first),
+            cross_attention=MHA(num_heads=h, dropout=0.1, embed_dim=d, batch_first=batch_first))
 
-        encoder = TransformerEncoderFusion(layer=enc_layer(True, False, True), num_layers=n, d_model=d,
-                                           num_feature_levels=1, frozen=False, use_act_checkpoint=True,
-                                           add_pooled_text_to_img_feat=False, pool_text_with_mask=True)
-        dec_layer = TransformerDecoderLayer(activation="relu", d_model=d, dim_feedforward=ffn, dropout=0.1,
-                                            cross_attention=MHA(num_heads=h, dropout=0.1, embed_dim=d), n_heads=h,
-                                            use_text_cross_attention=True)
-        decoder = TransformerDecoder(layer=dec_layer, num_layers=n, num_queries=s["queries"], return_intermediate=True,
-                                     box_refine=True, num_o2m_queries=0, dac=True, boxRPB="log", d_model=d,
-                                     frozen=False, interaction_layer=None, dac_use_selfatt_ln=True, resolution=None,
-                                     stride=None, use_act_checkpoint=True, presence_token=True)
-        scoring = DotProductScoring(d_model=d, d_proj=d, prompt_mlp=MLP(
-            input_dim=d, hidden_dim=ffn, output_dim=d, num_layers=2, dropout=0.1, residual=True,
-            out_norm=torch.nn.LayerNorm(d)))
-        seg = UniversalSegmentationHead(
-            hidden_dim=d, upsampling_stages=3, aux_masks=False, presence_head=False, dot_product_scorer=None,
-            act_ckpt=True, cross_attend_prompt=MHA(num_heads=h, dropout=0, embed_dim=d),
-            pixel_decoder=PixelDecoder(num_upsampling_stages=3, interpolation_mode="nearest", hidden_dim=d))
-        geo = SequenceGeometryEncoder(
-            pos_enc=PositionEmbeddingSine(num_pos_feats=d, normalize=True), encode_boxes_as_points=False,
-            points_direct_project=True, points_pool=True, points_pos_enc=True, boxes_direct_project=True,
-            boxes_pool=True, boxes_pos_enc=True, d_model=d, num_layers=n, layer=enc_layer(False, True, False),
-            use_act_ckpt=True, add_cls=True, add_post_encode_proj=True)
-        model = Sam3Image(backbone=SAM3VLBackbone(visual=neck, text=text, scalp=1),
-                          transformer=TransformerWrapper(encoder=encoder, decoder=decoder, d_model=d),
-                          input_geometry_encoder=geo, segmentation_head=seg, num_feature_levels=1,
-                          o2m_mask_predict=True, dot_prod_scoring=scoring, use_instance_query=False,
-                          multimask_output=True, inst_interactive_predictor=None, matcher=None)
-        _init_random(model)
-    finally:
-        torch.random.set_rng_state(state)
-    return model.eval()
+    encoder = TransformerEncoderFusion(layer=enc_layer(True, False, True), num_layers=n, d_model=d,
+                                       num_feature_levels=1, frozen=False, use_act_checkpoint=True,
+                                       add_pooled_text_to_img_feat=False, pool_text_with_mask=True)
+    dec_layer = TransformerDecoderLayer(activation="relu", d_model=d, dim_feedforward=ffn, dropout=0.1,
+                                        cross_attention=MHA(num_heads=h, dropout=0.1, embed_dim=d), n_heads=h,
+                                        use_text_cross_attention=True)
+    decoder = TransformerDecoder(layer=dec_layer, num_layers=n, num_queries=s["queries"], return_intermediate=True,
+                                 box_refine=True, num_o2m_queries=0, dac=True, boxRPB="log", d_model=d,
+                                 frozen=False, interaction_layer=None, dac_use_selfatt_ln=True, resolution=None,
+                                 stride=None, use_act_checkpoint=True, presence_token=True)
+    scoring = DotProductScoring(d_model=d, d_proj=d, prompt_mlp=MLP(
+        input_dim=d, hidden_dim=ffn, output_dim=d, num_layers=2, dropout=0.1, residual=True,
+        out_norm=torch.nn.LayerNorm(d)))
+    seg = UniversalSegmentationHead(
+        hidden_dim=d, upsampling_stages=3, aux_masks=False, presence_head=False, dot_product_scorer=None,
+        act_ckpt=True, cross_attend_prompt=MHA(num_heads=h, dropout=0, embed_dim=d),
+        pixel_decoder=PixelDecoder(num_upsampling_stages=3, interpolation_mode="nearest", hidden_dim=d))
+    geo = SequenceGeometryEncoder(
+        pos_enc=PositionEmbeddingSine(num_pos_feats=d, normalize=True), encode_boxes_as_points=False,
+        points_direct_project=True, points_pool=True, points_pos_enc=True, boxes_direct_project=True,
+        boxes_pool=True, boxes_pos_enc=True, d_model=d, num_layers=n, layer=enc_layer(False, True, False),
+        use_act_ckpt=True, add_cls=True, add_post_encode_proj=True)
+    return encoder, decoder, scoring, seg, geo
 
 
 def build_meta_full(device: str, checkpoint: str | None = None, bpe_path: str | None = None,
@@ -192,9 +209,10 @@ def build_meta_full(device: str, checkpoint: str | None = None, bpe_path: str | 
     from sam3 import model_builder
 
     saved = model_builder._create_position_encoding, model_builder.SimpleTokenizer
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.random.fork_rng(devices=[]))  # the caller's generator is left as it was
+        torch.manual_seed(seed)
+        stack.callback(_restore_builder, model_builder, saved)
         if device != "cuda":  # its position-encoding cache is precomputed on "cuda"
             model_builder._create_position_encoding = lambda precompute_resolution=None: saved[0](None)
         if bpe_path is None:
@@ -205,10 +223,11 @@ def build_meta_full(device: str, checkpoint: str | None = None, bpe_path: str | 
                 load_from_HF=False, enable_segmentation=True)
         if checkpoint is None:
             _init_random(model)
-    finally:
-        model_builder._create_position_encoding, model_builder.SimpleTokenizer = saved
-        torch.random.set_rng_state(state)
     return model.eval()
+
+
+def _restore_builder(model_builder: Any, saved: tuple[Any, Any]) -> None:
+    model_builder._create_position_encoding, model_builder.SimpleTokenizer = saved
 
 
 def hf_from_meta(meta: Any, device: str = "cpu"):  # type: ignore[no-untyped-def]
@@ -359,20 +378,7 @@ def _compare_heads(meta: Any, hf: Any, backbone_out: dict[str, Any], p: dict[str
         "Sam3Model.forward skips the geometry encoder without boxes: its prompt lacks Meta's CLS token", "port")
     # decoder, per layer (hooks), on Meta's encoder output and prompt
     memory = enc_ref["encoder_hidden_states"]
-    ref_layers: list[Any] = []
-    our_layers: list[Any] = []
-    hooks = [lay.register_forward_hook(lambda m, a, o: ref_layers.append(o)) for lay in meta.transformer.decoder.layers]
-    hooks += [lay.register_forward_hook(lambda m, a, o: our_layers.append(o)) for lay in hf.detr_decoder.layers]
-    try:
-        out: dict[str, Any] = {}
-        out, hs = meta._run_decoder(memory=memory, pos_embed=enc_ref["pos_embed"], src_mask=enc_ref["padding_mask"],
-                                    out=out, prompt=prompt, prompt_mask=prompt_mask, encoder_out=enc_ref)
-        dec = hf.detr_decoder(vision_features=memory.transpose(0, 1), text_features=prompt_bf,
-                              vision_pos_encoding=enc_ref["pos_embed"].transpose(0, 1), text_mask=valid,
-                              spatial_shapes=enc_ref["spatial_shapes"])
-    finally:
-        for hk in hooks:
-            hk.remove()
+    out, hs, dec, ref_layers, our_layers = _run_decoders(meta, hf, enc_ref, p)
     for i, (r, o) in enumerate(zip(ref_layers, our_layers, strict=True)):
         tgt, presence = r  # seq-first queries, presence token
         add(f"detr_decoder.layer{i}", torch.cat([presence, tgt]).transpose(0, 1), o)
@@ -393,6 +399,27 @@ def _compare_heads(meta: Any, hf: Any, backbone_out: dict[str, Any], p: dict[str
     add("mask_decoder(mask logits)", seg["pred_masks"], masks.pred_masks)
     add("mask_decoder(semantic)", seg["semantic_seg"], masks.semantic_seg)
     return rows
+
+
+def _run_decoders(meta: Any, hf: Any, enc_ref: dict[str, Any], p: dict[str, Any]) -> tuple[Any, ...]:
+    """Both DETR decoders on Meta's encoder output and prompt, with every layer's output (forward hooks)."""
+    prompt, prompt_mask = p["prompt"], p["prompt_mask"]
+    memory = enc_ref["encoder_hidden_states"]
+    ref_layers: list[Any] = []
+    our_layers: list[Any] = []
+    hooks = [lay.register_forward_hook(lambda m, a, o: ref_layers.append(o)) for lay in meta.transformer.decoder.layers]
+    hooks += [lay.register_forward_hook(lambda m, a, o: our_layers.append(o)) for lay in hf.detr_decoder.layers]
+    try:
+        out: dict[str, Any] = {}
+        out, hs = meta._run_decoder(memory=memory, pos_embed=enc_ref["pos_embed"], src_mask=enc_ref["padding_mask"],
+                                    out=out, prompt=prompt, prompt_mask=prompt_mask, encoder_out=enc_ref)
+        dec = hf.detr_decoder(vision_features=memory.transpose(0, 1), text_features=prompt.transpose(0, 1),
+                              vision_pos_encoding=enc_ref["pos_embed"].transpose(0, 1), text_mask=~prompt_mask,
+                              spatial_shapes=enc_ref["spatial_shapes"])
+    finally:
+        for hk in hooks:
+            hk.remove()
+    return out, hs, dec, ref_layers, our_layers
 
 
 # ----------------------------------------------------------------------------------------------- end to end
@@ -525,7 +552,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bpe", help="CLIP's bpe_simple_vocab_16e6.txt.gz (default: fixed ids for 'person')")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
+    photos = parser.add_argument_group("end to end on real photos (benchmarks/parity_photos.py)")
+    photos.add_argument("--photos", action="store_true", help="photos x phrases, end to end only (no module rows)")
+    photos.add_argument("--images", nargs="+", help="skimage.data photos (default: astronaut coffee chelsea rocket)")
+    photos.add_argument("--phrases", nargs="+", help="phrases (default: person, cat, 'coffee cup')")
+    photos.add_argument("--k", type=int, default=10, help="top-k queries compared")
     args = parser.parse_args(argv)
+    if args.photos:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import parity_photos
+
+        report = parity_photos.run_photos(args.size, args.device, args.checkpoint, args.bpe, args.seed,
+                                          args.images or parity_photos.PHOTOS, args.phrases or parity_photos.PHRASES,
+                                          args.k)
+        if args.json:
+            print(json.dumps(report, indent=1))
+        else:
+            parity_photos.print_photos(report)
+        return 0
     result = run(args.size, args.device, args.checkpoint, args.bpe, args.seed)
     if args.json:
         print(json.dumps(result, indent=1))
